@@ -1,0 +1,143 @@
+//! Records of the store, in the service's own terms: minor units and
+//! lowercase currencies internally; each API renders them in its dialect.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Authorization {
+    pub id: String,
+    pub client: String,
+    pub key: String,
+    pub amount: u64,
+    pub currency: String,
+    pub source: String,
+    pub status: AuthStatus,
+    pub created_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthStatus {
+    Authorized,
+    Declined,
+    Captured,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Charge {
+    pub id: String,
+    pub client: String,
+    pub key: String,
+    pub authorization: String,
+    pub amount: u64,
+    pub currency: String,
+    pub source: String,
+    pub description: Option<String>,
+    pub amount_refunded: u64,
+    pub created_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Refund {
+    pub id: String,
+    pub client: String,
+    pub key: String,
+    pub charge: String,
+    pub amount: u64,
+    pub currency: String,
+    pub created_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Transfer {
+    pub id: String,
+    pub client: String,
+    pub key: String,
+    pub amount: u64,
+    pub currency: String,
+    pub destination: String,
+    pub created_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Payout {
+    pub id: String,
+    pub client: String,
+    pub key: String,
+    pub transfer: String,
+    pub amount: u64,
+    pub currency: String,
+    pub destination: String,
+    pub created_ms: u64,
+}
+
+/// One idempotency key's life: who, what request, and how it ended.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Idempotency {
+    pub client: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub operation: Operation,
+    pub execution: String,
+    pub created_ms: u64,
+    /// When the current attempt started; a pending attempt older than the
+    /// lease is presumed dead and may be taken over.
+    pub attempt_ms: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Charge,
+    Refund,
+    Disbursement,
+}
+
+/// The first response, kept as it was so a replay returns it unchanged.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Pending,
+    Charge(Charge),
+    Refund(Refund),
+    Payout(Payout),
+    Failure(Failure),
+}
+
+/// Business refusals, in the component vocabulary (`snake_case`); the
+/// workflow API renders them as SCREAMING_CASE reasons of its own.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    ChargeNotFound,
+    AmountExceedsRefundable,
+    ChargeAlreadyRefunded,
+    RiskDeclined,
+    CardDeclined,
+}
+
+impl Failure {
+    pub fn code(self) -> &'static str {
+        match self {
+            Failure::ChargeNotFound => "charge_not_found",
+            Failure::AmountExceedsRefundable => "amount_exceeds_refundable",
+            Failure::ChargeAlreadyRefunded => "charge_already_refunded",
+            Failure::RiskDeclined => "risk_declined",
+            Failure::CardDeclined => "card_declined",
+        }
+    }
+}
+
+/// A log line: every change in one line applies atomically on replay.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Record {
+    Authorization(Authorization),
+    Charge(Charge),
+    Refund(Refund),
+    Transfer(Transfer),
+    Payout(Payout),
+    Idempotency(Idempotency),
+    IdempotencyRemoved { client: String, key: String },
+}

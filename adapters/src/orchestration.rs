@@ -1,0 +1,333 @@
+//! The orchestration path: an adapter from our payment interface to the
+//! orchestration service's workflow interface.
+//!
+//! The service speaks another dialect, and this file is the one place that
+//! translates it:
+//!
+//! | ours                        | theirs                                          |
+//! | --------------------------- | ----------------------------------------------- |
+//! | charge / refund / disbursement | workflows `CHARGE` / `REFUND` / `PAYOUT`     |
+//! | `1050`, `"usd"`             | `{"value":"10.50","currency":"USD"}`            |
+//! | `source`, `destination`     | `payment_method`, `beneficiary`                 |
+//! | `created` (unix seconds)    | `created_at` (RFC 3339)                         |
+//! | synchronous answer          | an execution that may be `RUNNING`: poll it     |
+//! | public error codes          | failure `reason`s in SCREAMING_CASE             |
+//!
+//! A request that may have reached the service is never retried on the
+//! legacy path: the caller gets a 502 and retries with the same key, which
+//! the service deduplicates.
+
+use crate::currency;
+use crate::http::{JsonClient, Transport};
+use crate::{ApiError, Call, Charge, Disbursement, Failure, NewCharge, NewDisbursement, NewRefund, PaymentOrchestration, Refund};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const WHAT: &str = "orchestration service";
+const POLL_FIRST: Duration = Duration::from_millis(5);
+const POLL_MAX: Duration = Duration::from_millis(200);
+
+/// The adapter. `deadline` bounds a whole operation including polling.
+#[derive(Clone, Debug)]
+pub struct OrchestrationAdapter {
+    http: JsonClient,
+    deadline: Duration,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub(crate) struct Money {
+    value: String,
+    currency: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WfCharge {
+    charge_ref: String,
+    state: String,
+    amount: Money,
+    refunded_amount: Money,
+    payment_method: String,
+    memo: Option<String>,
+    created_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WfRefund {
+    refund_ref: String,
+    charge_ref: String,
+    amount: Money,
+    state: String,
+    created_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WfPayout {
+    payout_ref: String,
+    amount: Money,
+    beneficiary: String,
+    state: String,
+    created_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Execution {
+    execution_id: String,
+    status: String,
+    #[serde(default)]
+    deduplicated: bool,
+    output: Option<Value>,
+    failure: Option<WfFailure>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WfFailure {
+    reason: String,
+}
+
+impl OrchestrationAdapter {
+    pub fn new(http: JsonClient, deadline: Duration) -> Self {
+        Self { http, deadline }
+    }
+
+    /// Starts (or finds) the execution for this key and waits for its end.
+    async fn execute(&self, call: &Call<'_>, workflow: &str, input: Value) -> Result<Value, ApiError> {
+        let started = Instant::now();
+        let body = json!({
+            "workflow": workflow,
+            "client_ref": call.client,
+            "idempotency_token": call.idempotency_key,
+            "request_fingerprint": call.fingerprint,
+            "input": input,
+        });
+        let (status, bytes) = self.http.post("/workflows/v1/executions", &body).await.map_err(|e| transport(&e))?;
+        let mut exec = match status {
+            200 | 201 | 202 => decode::<Execution>(&bytes)?,
+            409 => return Err(ApiError::idempotency_mismatch()),
+            _ => return Err(unexpected(status, &bytes)),
+        };
+        // Someone else's request with this key is still running: DESIGN's
+        // 409, not a second wait on a payment this request did not start.
+        if exec.deduplicated && exec.status == "RUNNING" {
+            return Err(ApiError::idempotency_in_progress());
+        }
+        let mut pause = POLL_FIRST;
+        while exec.status == "RUNNING" {
+            if started.elapsed() + pause > self.deadline {
+                tracing::warn!(execution = %exec.execution_id, "execution still running at the deadline");
+                return Err(ApiError::bad_gateway(WHAT));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(POLL_MAX);
+            let path = format!("/workflows/v1/executions/{}", exec.execution_id);
+            exec = match self.http.get(&path).await {
+                Ok((200, bytes)) => decode(&bytes)?,
+                Ok((status, bytes)) => return Err(unexpected(status, &bytes)),
+                // A poll is a read: a transient failure is worth another try.
+                Err(e) => {
+                    tracing::debug!(error = %e, "poll failed; retrying");
+                    continue;
+                }
+            };
+        }
+        match (exec.status.as_str(), exec.output, exec.failure) {
+            ("SUCCEEDED", Some(output), _) => Ok(output),
+            ("FAILED", _, Some(failure)) => Err(failure_from_reason(&failure.reason)
+                .map(ApiError::from)
+                .unwrap_or_else(|| {
+                    tracing::warn!(reason = %failure.reason, "unknown failure reason");
+                    ApiError::bad_gateway(WHAT)
+                })),
+            (status, ..) => {
+                tracing::warn!(status, "execution ended in an unknown state");
+                Err(ApiError::bad_gateway(WHAT))
+            }
+        }
+    }
+
+    async fn read<T: DeserializeOwned>(&self, path: &str, param: &str, missing: &str) -> Result<T, ApiError> {
+        match self.http.get(path).await.map_err(|e| transport(&e))? {
+            (200, bytes) => decode(&bytes),
+            (404, _) => Err(ApiError::not_found(param, missing)),
+            (status, bytes) => Err(unexpected(status, &bytes)),
+        }
+    }
+}
+
+impl PaymentOrchestration for OrchestrationAdapter {
+    async fn create_charge(&self, call: &Call<'_>, req: &NewCharge) -> Result<Charge, ApiError> {
+        let input = json!({
+            "amount": money(req.amount, &req.currency)?,
+            "payment_method": req.source,
+            "memo": req.description,
+        });
+        let output = self.execute(call, "CHARGE", input).await?;
+        charge(from_value(output)?)
+    }
+
+    async fn get_charge(&self, id: &str) -> Result<Charge, ApiError> {
+        charge(self.read(&format!("/workflows/v1/charges/{id}"), "id", "No such charge.").await?)
+    }
+
+    async fn create_refund(&self, call: &Call<'_>, req: &NewRefund) -> Result<Refund, ApiError> {
+        // Their refund takes money in major units, which needs the charge's
+        // currency: a read first, safe to repeat.
+        let amount = match req.amount {
+            None => Value::Null,
+            Some(amount) => {
+                let charge: WfCharge = self
+                    .read(&format!("/workflows/v1/charges/{}", req.charge), "charge", "No such charge.")
+                    .await?;
+                money(amount, &charge.amount.currency.to_ascii_lowercase())?
+            }
+        };
+        let input = json!({ "charge_ref": req.charge, "amount": amount });
+        let output = self.execute(call, "REFUND", input).await?;
+        refund(from_value(output)?)
+    }
+
+    async fn get_refund(&self, id: &str) -> Result<Refund, ApiError> {
+        refund(self.read(&format!("/workflows/v1/refunds/{id}"), "id", "No such refund.").await?)
+    }
+
+    async fn create_disbursement(&self, call: &Call<'_>, req: &NewDisbursement) -> Result<Disbursement, ApiError> {
+        let input = json!({
+            "amount": money(req.amount, &req.currency)?,
+            "beneficiary": req.destination,
+        });
+        let output = self.execute(call, "PAYOUT", input).await?;
+        payout(from_value(output)?)
+    }
+
+    async fn get_disbursement(&self, id: &str) -> Result<Disbursement, ApiError> {
+        payout(self.read(&format!("/workflows/v1/payouts/{id}"), "id", "No such disbursement.").await?)
+    }
+}
+
+fn money(minor: u64, currency: &str) -> Result<Value, ApiError> {
+    let value = currency::to_major(minor, currency)
+        .ok_or_else(|| ApiError::invalid("invalid_currency", Some("currency"), "Unknown currency."))?;
+    Ok(json!({ "value": value, "currency": currency.to_ascii_uppercase() }))
+}
+
+/// Their money back to ours: exact, or a 502 (we never round a payment).
+fn minor(m: &Money) -> Result<(u64, String), ApiError> {
+    let currency = m.currency.to_ascii_lowercase();
+    match currency::to_minor(&m.value, &currency) {
+        Some(amount) => Ok((amount, currency)),
+        None => {
+            tracing::warn!(value = %m.value, currency = %m.currency, "unrepresentable money from the service");
+            Err(ApiError::bad_gateway(WHAT))
+        }
+    }
+}
+
+/// RFC 3339 to unix seconds.
+fn seconds(at: &str) -> Result<u64, ApiError> {
+    humantime::parse_rfc3339(at)
+        .ok()
+        .and_then(|t: SystemTime| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .ok_or_else(|| {
+            tracing::warn!(at, "bad timestamp from the service");
+            ApiError::bad_gateway(WHAT)
+        })
+}
+
+pub(crate) fn charge(c: WfCharge) -> Result<Charge, ApiError> {
+    let (amount, currency) = minor(&c.amount)?;
+    let (amount_refunded, _) = minor(&c.refunded_amount)?;
+    let refunded = match c.state.as_str() {
+        "CAPTURED" | "PARTIALLY_REFUNDED" => false,
+        "REFUNDED" => true,
+        other => {
+            tracing::warn!(state = other, "unknown charge state");
+            return Err(ApiError::bad_gateway(WHAT));
+        }
+    };
+    Ok(Charge {
+        id: c.charge_ref,
+        object: Charge::OBJECT,
+        amount,
+        amount_refunded,
+        currency,
+        source: c.payment_method,
+        description: c.memo,
+        refunded,
+        status: Charge::SUCCEEDED,
+        created: seconds(&c.created_at)?,
+    })
+}
+
+pub(crate) fn refund(r: WfRefund) -> Result<Refund, ApiError> {
+    if r.state != "COMPLETED" {
+        tracing::warn!(state = %r.state, "unknown refund state");
+        return Err(ApiError::bad_gateway(WHAT));
+    }
+    let (amount, currency) = minor(&r.amount)?;
+    Ok(Refund {
+        id: r.refund_ref,
+        object: Refund::OBJECT,
+        charge: r.charge_ref,
+        amount,
+        currency,
+        status: Refund::SUCCEEDED,
+        created: seconds(&r.created_at)?,
+    })
+}
+
+pub(crate) fn payout(p: WfPayout) -> Result<Disbursement, ApiError> {
+    if p.state != "SETTLED" {
+        tracing::warn!(state = %p.state, "unknown payout state");
+        return Err(ApiError::bad_gateway(WHAT));
+    }
+    let (amount, currency) = minor(&p.amount)?;
+    Ok(Disbursement {
+        id: p.payout_ref,
+        object: Disbursement::OBJECT,
+        amount,
+        currency,
+        destination: p.beneficiary,
+        status: Disbursement::PAID,
+        created: seconds(&p.created_at)?,
+    })
+}
+
+fn failure_from_reason(reason: &str) -> Option<Failure> {
+    Some(match reason {
+        "CHARGE_NOT_FOUND" => Failure::ChargeNotFound,
+        "REFUND_EXCEEDS_CAPTURED" => Failure::AmountExceedsRefundable,
+        "CHARGE_FULLY_REFUNDED" => Failure::ChargeAlreadyRefunded,
+        "RISK_REJECTED" => Failure::RiskDeclined,
+        "PAYMENT_METHOD_DECLINED" => Failure::CardDeclined,
+        _ => return None,
+    })
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        tracing::warn!(error = %e, "undecodable answer from the orchestration service");
+        ApiError::bad_gateway(WHAT)
+    })
+}
+
+fn from_value<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| {
+        tracing::warn!(error = %e, "undecodable execution output");
+        ApiError::bad_gateway(WHAT)
+    })
+}
+
+fn unexpected(status: u16, body: &[u8]) -> ApiError {
+    tracing::warn!(status, body = %String::from_utf8_lossy(body), "unexpected answer from the orchestration service");
+    if status == 503 { ApiError::unavailable(WHAT) } else { ApiError::bad_gateway(WHAT) }
+}
+
+fn transport(e: &Transport) -> ApiError {
+    tracing::warn!(error = %e, "orchestration service call failed");
+    if e.may_have_reached() { ApiError::bad_gateway(WHAT) } else { ApiError::unavailable(WHAT) }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,59 @@
+//! `paymesh-app` entry point: flags, logging, the listener.
+
+use clap::Parser;
+use paymesh_adapters::service::{self, LogFormat};
+use paymesh_app::{App, Settings};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The thin payments app: validation and core routing to the legacy or the
+/// orchestration path, behind the sidecar on loopback.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on; keep it on loopback (only the sidecar may call).
+    #[arg(long, env = "PAYMESH_APP_LISTEN", default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    /// Base URL of the orchestration service.
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR", default_value = "http://127.0.0.1:8090")]
+    orchestrator: String,
+    /// Bound on one backend call and on one orchestration execution.
+    #[arg(long, env = "PAYMESH_APP_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Bound on connecting to the orchestration service.
+    #[arg(long, env = "PAYMESH_APP_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// Log format: json or text.
+    #[arg(long, env = "PAYMESH_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    service::init_logging(args.log_format);
+    if !args.orchestrator.starts_with("http://") {
+        anyhow::bail!("--orchestrator must be an http:// URL, got {:?}", args.orchestrator);
+    }
+    if !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "listening off loopback: anything that can reach this port can set x-paymesh-* headers");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let app = Arc::new(App::new(&Settings {
+            orchestrator: args.orchestrator.clone(),
+            connect_timeout: args.connect_timeout,
+            timeout: args.timeout,
+        }));
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, orchestrator = %args.orchestrator, "app serving");
+        let handle = move |req| {
+            let app = app.clone();
+            async move { app.handle(req).await }
+        };
+        service::serve(listener, handle, service::stop_signal(), Duration::from_secs(15)).await;
+        Ok(())
+    })
+}
