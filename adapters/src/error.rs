@@ -53,7 +53,13 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(405, ErrorType::InvalidRequestError, "method_not_allowed", None, "This method is not allowed on this URL.")
+        Self::new(
+            405,
+            ErrorType::InvalidRequestError,
+            "method_not_allowed",
+            None,
+            "This method is not allowed on this URL.",
+        )
     }
 
     pub fn too_large(limit: usize) -> Self {
@@ -113,13 +119,7 @@ impl ApiError {
         Self::new(500, ErrorType::ApiError, "internal_error", None, "An internal error occurred.")
     }
 
-    fn new(
-        status: u16,
-        kind: ErrorType,
-        code: &'static str,
-        param: Option<&str>,
-        message: impl Into<String>,
-    ) -> Self {
+    fn new(status: u16, kind: ErrorType, code: &'static str, param: Option<&str>, message: impl Into<String>) -> Self {
         Self { status, kind, code, message: message.into(), param: param.map(str::to_owned) }
     }
 
@@ -190,7 +190,8 @@ mod tests {
 
     #[test]
     fn body_has_the_public_shape() {
-        let body: serde_json::Value = serde_json::from_slice(&ApiError::from(Failure::AmountExceedsRefundable).to_body()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&ApiError::from(Failure::AmountExceedsRefundable).to_body()).unwrap();
         assert_eq!(body["error"]["type"], "invalid_request_error");
         assert_eq!(body["error"]["code"], "amount_too_large");
         assert_eq!(body["error"]["param"], "amount");

@@ -8,7 +8,9 @@
 //! starting a second one.
 
 use crate::http::{JsonClient, Transport};
-use crate::{ApiError, Call, Charge, Disbursement, Failure, NewCharge, NewDisbursement, NewRefund, PaymentOrchestration, Refund};
+use crate::{
+    ApiError, Call, Charge, Disbursement, Failure, NewCharge, NewDisbursement, NewRefund, PaymentOrchestration, Refund,
+};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -166,7 +168,9 @@ impl LegacyOrchestration {
         };
         let mut complete = key;
         complete["outcome"] = outcome;
-        if let Err(Step::Error(e)) = self.call::<serde_json::Value>("/components/idempotency/complete", Some(complete)).await {
+        if let Err(Step::Error(e)) =
+            self.call::<serde_json::Value>("/components/idempotency/complete", Some(complete)).await
+        {
             // The outcome is already durable in the ledger; an unrecorded
             // completion only means a retry re-runs the idempotent steps.
             tracing::warn!(error = %e, "could not record idempotency outcome");
@@ -179,18 +183,24 @@ impl PaymentOrchestration for LegacyOrchestration {
     async fn create_charge(&self, call: &Call<'_>, req: &NewCharge) -> Result<Charge, ApiError> {
         let work = async {
             let risk: serde_json::Value = self
-                .call("/components/risk/assessments", Some(json!({
-                    "amount": req.amount, "currency": req.currency, "source": req.source,
-                })))
+                .call(
+                    "/components/risk/assessments",
+                    Some(json!({
+                        "amount": req.amount, "currency": req.currency, "source": req.source,
+                    })),
+                )
                 .await?;
             if risk["decision"] != "approve" {
                 return Err(Step::Refused(Failure::RiskDeclined));
             }
             let auth: serde_json::Value = self
-                .call("/components/authorizations", Some(json!({
-                    "client": call.client, "key": call.idempotency_key,
-                    "amount": req.amount, "currency": req.currency, "source": req.source,
-                })))
+                .call(
+                    "/components/authorizations",
+                    Some(json!({
+                        "client": call.client, "key": call.idempotency_key,
+                        "amount": req.amount, "currency": req.currency, "source": req.source,
+                    })),
+                )
                 .await?;
             if auth["status"] != "authorized" {
                 return Err(Step::Refused(Failure::CardDeclined));
@@ -199,10 +209,13 @@ impl PaymentOrchestration for LegacyOrchestration {
             let _: serde_json::Value =
                 self.call("/components/captures", Some(json!({ "authorization": authorization }))).await?;
             let ledger: LedgerCharge = self
-                .call("/components/ledger/charges", Some(json!({
-                    "client": call.client, "key": call.idempotency_key,
-                    "authorization": authorization, "description": req.description,
-                })))
+                .call(
+                    "/components/ledger/charges",
+                    Some(json!({
+                        "client": call.client, "key": call.idempotency_key,
+                        "authorization": authorization, "description": req.description,
+                    })),
+                )
                 .await?;
             Ok(charge(ledger))
         };
@@ -220,10 +233,13 @@ impl PaymentOrchestration for LegacyOrchestration {
     async fn create_refund(&self, call: &Call<'_>, req: &NewRefund) -> Result<Refund, ApiError> {
         let work = async {
             let ledger: LedgerRefund = self
-                .call("/components/ledger/refunds", Some(json!({
-                    "client": call.client, "key": call.idempotency_key,
-                    "charge": req.charge, "amount": req.amount,
-                })))
+                .call(
+                    "/components/ledger/refunds",
+                    Some(json!({
+                        "client": call.client, "key": call.idempotency_key,
+                        "charge": req.charge, "amount": req.amount,
+                    })),
+                )
                 .await?;
             Ok(refund(ledger))
         };
@@ -241,15 +257,21 @@ impl PaymentOrchestration for LegacyOrchestration {
     async fn create_disbursement(&self, call: &Call<'_>, req: &NewDisbursement) -> Result<Disbursement, ApiError> {
         let work = async {
             let transfer: serde_json::Value = self
-                .call("/components/transfers", Some(json!({
-                    "client": call.client, "key": call.idempotency_key,
-                    "amount": req.amount, "currency": req.currency, "destination": req.destination,
-                })))
+                .call(
+                    "/components/transfers",
+                    Some(json!({
+                        "client": call.client, "key": call.idempotency_key,
+                        "amount": req.amount, "currency": req.currency, "destination": req.destination,
+                    })),
+                )
                 .await?;
             let ledger: LedgerDisbursement = self
-                .call("/components/ledger/disbursements", Some(json!({
-                    "client": call.client, "key": call.idempotency_key, "transfer": transfer["transfer"],
-                })))
+                .call(
+                    "/components/ledger/disbursements",
+                    Some(json!({
+                        "client": call.client, "key": call.idempotency_key, "transfer": transfer["transfer"],
+                    })),
+                )
                 .await?;
             Ok(disbursement(ledger))
         };
@@ -362,8 +384,13 @@ mod tests {
     #[test]
     fn ledger_records_become_public_resources() {
         let c = charge(LedgerCharge {
-            charge_id: "ch_1".into(), amount: 1000, currency: "usd".into(), source: "tok_visa".into(),
-            description: None, amount_refunded: 1000, created_ms: 1_764_000_000_999,
+            charge_id: "ch_1".into(),
+            amount: 1000,
+            currency: "usd".into(),
+            source: "tok_visa".into(),
+            description: None,
+            amount_refunded: 1000,
+            created_ms: 1_764_000_000_999,
         });
         assert!(c.refunded);
         assert_eq!(c.created, 1_764_000_000);

@@ -19,8 +19,8 @@ mod error;
 mod http;
 pub mod legacy;
 mod model;
-pub mod service;
 pub mod orchestration;
+pub mod service;
 
 pub use error::{ApiError, ErrorType, Failure};
 pub use http::{JsonClient, Transport};
@@ -34,19 +34,11 @@ use std::future::Future;
 /// implementations must make a retried call with the same key and body
 /// replay the first outcome rather than move money twice.
 pub trait PaymentOrchestration: Send + Sync {
-    fn create_charge(
-        &self,
-        call: &Call<'_>,
-        req: &NewCharge,
-    ) -> impl Future<Output = Result<Charge, ApiError>> + Send;
+    fn create_charge(&self, call: &Call<'_>, req: &NewCharge) -> impl Future<Output = Result<Charge, ApiError>> + Send;
 
     fn get_charge(&self, id: &str) -> impl Future<Output = Result<Charge, ApiError>> + Send;
 
-    fn create_refund(
-        &self,
-        call: &Call<'_>,
-        req: &NewRefund,
-    ) -> impl Future<Output = Result<Refund, ApiError>> + Send;
+    fn create_refund(&self, call: &Call<'_>, req: &NewRefund) -> impl Future<Output = Result<Refund, ApiError>> + Send;
 
     fn get_refund(&self, id: &str) -> impl Future<Output = Result<Refund, ApiError>> + Send;
 
@@ -56,8 +48,5 @@ pub trait PaymentOrchestration: Send + Sync {
         req: &NewDisbursement,
     ) -> impl Future<Output = Result<Disbursement, ApiError>> + Send;
 
-    fn get_disbursement(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Disbursement, ApiError>> + Send;
+    fn get_disbursement(&self, id: &str) -> impl Future<Output = Result<Disbursement, ApiError>> + Send;
 }

@@ -19,7 +19,9 @@
 
 use crate::currency;
 use crate::http::{JsonClient, Transport};
-use crate::{ApiError, Call, Charge, Disbursement, Failure, NewCharge, NewDisbursement, NewRefund, PaymentOrchestration, Refund};
+use crate::{
+    ApiError, Call, Charge, Disbursement, Failure, NewCharge, NewDisbursement, NewRefund, PaymentOrchestration, Refund,
+};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -103,7 +105,7 @@ impl OrchestrationAdapter {
         });
         let (status, bytes) = self.http.post("/workflows/v1/executions", &body).await.map_err(|e| transport(&e))?;
         let mut exec = match status {
-            200 | 201 | 202 => decode::<Execution>(&bytes)?,
+            200..=202 => decode::<Execution>(&bytes)?,
             409 => return Err(ApiError::idempotency_mismatch()),
             _ => return Err(unexpected(status, &bytes)),
         };
@@ -133,12 +135,12 @@ impl OrchestrationAdapter {
         }
         match (exec.status.as_str(), exec.output, exec.failure) {
             ("SUCCEEDED", Some(output), _) => Ok(output),
-            ("FAILED", _, Some(failure)) => Err(failure_from_reason(&failure.reason)
-                .map(ApiError::from)
-                .unwrap_or_else(|| {
+            ("FAILED", _, Some(failure)) => {
+                Err(failure_from_reason(&failure.reason).map(ApiError::from).unwrap_or_else(|| {
                     tracing::warn!(reason = %failure.reason, "unknown failure reason");
                     ApiError::bad_gateway(WHAT)
-                })),
+                }))
+            }
             (status, ..) => {
                 tracing::warn!(status, "execution ended in an unknown state");
                 Err(ApiError::bad_gateway(WHAT))
@@ -176,9 +178,8 @@ impl PaymentOrchestration for OrchestrationAdapter {
         let amount = match req.amount {
             None => Value::Null,
             Some(amount) => {
-                let charge: WfCharge = self
-                    .read(&format!("/workflows/v1/charges/{}", req.charge), "charge", "No such charge.")
-                    .await?;
+                let charge: WfCharge =
+                    self.read(&format!("/workflows/v1/charges/{}", req.charge), "charge", "No such charge.").await?;
                 money(amount, &charge.amount.currency.to_ascii_lowercase())?
             }
         };

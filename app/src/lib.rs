@@ -48,11 +48,9 @@ impl Route {
         match value.map(HeaderValue::as_bytes) {
             None | Some(b"legacy") => Ok(Route::Legacy),
             Some(b"orchestration") => Ok(Route::Orchestration),
-            Some(_) => Err(ApiError::invalid(
-                "invalid_route",
-                None,
-                "x-paymesh-route must be legacy or orchestration.",
-            )),
+            Some(_) => {
+                Err(ApiError::invalid("invalid_route", None, "x-paymesh-route must be legacy or orchestration."))
+            }
         }
     }
 }
@@ -125,7 +123,9 @@ impl App {
         let path = parts.uri.path();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let (resource, id) = match segments.as_slice() {
-            ["healthz"] if parts.method == Method::GET => return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+            ["healthz"] if parts.method == Method::GET => {
+                return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+            }
             ["healthz"] => return Err(ApiError::method_not_allowed()),
             ["v1", resource] => (*resource, None),
             ["v1", resource, id] => (*resource, Some(*id)),
@@ -194,20 +194,12 @@ async fn serve<O: PaymentOrchestration>(path: &O, client: &str, op: Op<'_>) -> R
 }
 
 fn client_id(parts: &http::request::Parts) -> &str {
-    parts
-        .headers
-        .get(CLIENT)
-        .and_then(|v| v.to_str().ok())
-        .filter(|c| !c.is_empty())
-        .unwrap_or(ANONYMOUS)
+    parts.headers.get(CLIENT).and_then(|v| v.to_str().ok()).filter(|c| !c.is_empty()).unwrap_or(ANONYMOUS)
 }
 
 async fn read_body(parts: &http::request::Parts, body: Incoming) -> Result<Bytes, ApiError> {
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(ApiError::too_large(MAX_BODY));
     }

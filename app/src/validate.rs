@@ -48,8 +48,9 @@ impl Body {
     }
 
     fn required(&self, name: &str) -> Result<&Value, ApiError> {
-        self.get(name)
-            .ok_or_else(|| ApiError::invalid("parameter_missing", Some(name), format!("Missing required parameter: {name}.")))
+        self.get(name).ok_or_else(|| {
+            ApiError::invalid("parameter_missing", Some(name), format!("Missing required parameter: {name}."))
+        })
     }
 
     fn amount(&self, name: &str, required: bool) -> Result<Option<u64>, ApiError> {
@@ -166,9 +167,11 @@ mod tests {
 
     #[test]
     fn a_good_charge_parses() {
-        let c = charge_of(json!({"amount": 1000, "currency": "usd", "source": "tok_visa", "description": "x"})).unwrap();
+        let c =
+            charge_of(json!({"amount": 1000, "currency": "usd", "source": "tok_visa", "description": "x"})).unwrap();
         assert_eq!((c.amount, c.currency.as_str(), c.description.as_deref()), (1000, "usd", Some("x")));
-        let c = charge_of(json!({"amount": 99_999_999, "currency": "jpy", "source": "tok_visa", "description": null})).unwrap();
+        let c = charge_of(json!({"amount": 99_999_999, "currency": "jpy", "source": "tok_visa", "description": null}))
+            .unwrap();
         assert_eq!(c.description, None);
     }
 

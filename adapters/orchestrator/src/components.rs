@@ -111,7 +111,9 @@ async fn handle_post(store: &Store, path: &[&str], body: &[u8]) -> Result<Resp, 
                 Begin::Started { execution } => json(201, &json!({ "state": "started", "execution": execution })),
                 Begin::InProgress { .. } => json(409, &json!({ "error": "in_progress" })),
                 Begin::Mismatch => json(422, &json!({ "error": "fingerprint_mismatch" })),
-                Begin::Completed { outcome, .. } => json(200, &json!({ "state": "completed", "record": record(&outcome) })),
+                Begin::Completed { outcome, .. } => {
+                    json(200, &json!({ "state": "completed", "record": record(&outcome) }))
+                }
             }
         }
         ["idempotency", "complete"] => {

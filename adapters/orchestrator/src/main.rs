@@ -5,6 +5,9 @@
 //! is visible through both. Acknowledged writes are fsync'd first; see
 //! `store.rs` and `wal.rs`.
 
+// Handlers return a ready response as their error: one per request, not hot.
+#![allow(clippy::result_large_err)]
+
 mod components;
 mod http;
 mod model;
@@ -32,7 +35,7 @@ struct Args {
     /// Directory of the durable store (created if missing).
     #[arg(long, env = "PAYMESH_ORCHESTRATOR_DATA_DIR")]
     data_dir: PathBuf,
-    /// Simulated latency of each workflow step, e.g. `20ms`.
+    /// Simulated latency of each component call and workflow step, e.g. `20ms`.
     #[arg(long, env = "PAYMESH_ORCHESTRATOR_STEP_DELAY", default_value = "0ms", value_parser = humantime::parse_duration)]
     step_delay: Duration,
     /// How long starting an execution waits for it before answering RUNNING.
@@ -96,6 +99,9 @@ async fn route(store: &Arc<Store>, pace: Pace, req: hyper::Request<hyper::body::
                 Err(resp) => return resp,
             };
             if path[0] == "components" {
+                if !pace.step_delay.is_zero() {
+                    tokio::time::sleep(pace.step_delay).await;
+                }
                 components::post(store, &path[1..], &body).await
             } else {
                 workflows::start(store, pace, &body).await

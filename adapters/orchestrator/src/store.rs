@@ -56,9 +56,16 @@ pub struct Store {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Begin {
     /// This caller owns the key now; `execution` names the attempt.
-    Started { execution: String },
-    InProgress { execution: String },
-    Completed { execution: String, outcome: Outcome },
+    Started {
+        execution: String,
+    },
+    InProgress {
+        execution: String,
+    },
+    Completed {
+        execution: String,
+        outcome: Outcome,
+    },
     Mismatch,
 }
 
@@ -232,7 +239,14 @@ impl Store {
         !(source.starts_with("tok_risky") || amount > 50_000_000)
     }
 
-    pub async fn authorize(&self, client: &str, key: &str, amount: u64, currency: &str, source: &str) -> Result<Authorization> {
+    pub async fn authorize(
+        &self,
+        client: &str,
+        key: &str,
+        amount: u64,
+        currency: &str,
+        source: &str,
+    ) -> Result<Authorization> {
         let (durable, auth) = {
             let mut state = self.lock();
             if let Some(a) = state.find(Kind::Authorization, client, key).and_then(|id| state.authorizations.get(id)) {
@@ -270,7 +284,13 @@ impl Store {
     }
 
     /// The ledger entry for a captured authorization.
-    pub async fn record_charge(&self, client: &str, key: &str, authorization: &str, description: Option<String>) -> Result<Charge> {
+    pub async fn record_charge(
+        &self,
+        client: &str,
+        key: &str,
+        authorization: &str,
+        description: Option<String>,
+    ) -> Result<Charge> {
         let (durable, charge) = {
             let mut state = self.lock();
             if let Some(c) = state.find(Kind::Charge, client, key).and_then(|id| state.charges.get(id)) {
@@ -331,7 +351,14 @@ impl Store {
         Ok(refund)
     }
 
-    pub async fn transfer(&self, client: &str, key: &str, amount: u64, currency: &str, destination: &str) -> Result<Transfer> {
+    pub async fn transfer(
+        &self,
+        client: &str,
+        key: &str,
+        amount: u64,
+        currency: &str,
+        destination: &str,
+    ) -> Result<Transfer> {
         let (durable, transfer) = {
             let mut state = self.lock();
             if let Some(t) = state.find(Kind::Transfer, client, key).and_then(|id| state.transfers.get(id)) {

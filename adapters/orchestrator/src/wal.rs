@@ -52,7 +52,10 @@ impl Wal {
                     if !rest.is_empty() {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
-                            format!("{}: corrupt record at byte {good_len} with data after it; refusing to start", path.display()),
+                            format!(
+                                "{}: corrupt record at byte {good_len} with data after it; refusing to start",
+                                path.display()
+                            ),
                         ));
                     }
                     tracing::warn!(path = %path.display(), offset = good_len, "cutting a torn log tail");

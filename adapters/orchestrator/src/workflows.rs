@@ -141,9 +141,13 @@ pub async fn start(store: &Arc<Store>, pace: Pace, body: &[u8]) -> Resp {
 /// failed: the token is released so that a retry can finish the work.
 async fn run(store: &Store, pace: Pace, client: &str, token: &str, work: Work) -> Option<Outcome> {
     let result = match work {
-        Work::Charge { amount, currency, source, memo } => charge(store, pace, client, token, amount, &currency, &source, memo).await,
+        Work::Charge { amount, currency, source, memo } => {
+            charge(store, pace, client, token, amount, &currency, &source, memo).await
+        }
         Work::Refund { charge, amount } => refund(store, pace, client, token, &charge, amount).await,
-        Work::Payout { amount, currency, destination } => payout(store, pace, client, token, amount, &currency, &destination).await,
+        Work::Payout { amount, currency, destination } => {
+            payout(store, pace, client, token, amount, &currency, &destination).await
+        }
     };
     let outcome = match result {
         Ok(o) => o,
@@ -188,7 +192,14 @@ async fn charge(
     Ok(Outcome::Charge(store.record_charge(client, token, &auth.id, memo).await?))
 }
 
-async fn refund(store: &Store, pace: Pace, client: &str, token: &str, charge: &str, amount: Option<Money>) -> Result<Outcome, StoreError> {
+async fn refund(
+    store: &Store,
+    pace: Pace,
+    client: &str,
+    token: &str,
+    charge: &str,
+    amount: Option<Money>,
+) -> Result<Outcome, StoreError> {
     step(pace).await;
     let c = store.charge(charge).ok_or(Failure::ChargeNotFound)?;
     let amount = match amount {
@@ -203,7 +214,15 @@ async fn refund(store: &Store, pace: Pace, client: &str, token: &str, charge: &s
     Ok(Outcome::Refund(store.refund(client, token, charge, amount).await?))
 }
 
-async fn payout(store: &Store, pace: Pace, client: &str, token: &str, amount: u64, currency: &str, destination: &str) -> Result<Outcome, StoreError> {
+async fn payout(
+    store: &Store,
+    pace: Pace,
+    client: &str,
+    token: &str,
+    amount: u64,
+    currency: &str,
+    destination: &str,
+) -> Result<Outcome, StoreError> {
     step(pace).await;
     let t = store.transfer(client, token, amount, currency, destination).await?;
     step(pace).await;

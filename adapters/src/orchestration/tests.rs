@@ -62,14 +62,20 @@ fn unrepresentable_money_is_a_bad_gateway_not_a_rounding() {
 #[test]
 fn refunds_and_payouts_map() {
     let r = refund(WfRefund {
-        refund_ref: "re_1".into(), charge_ref: "ch_1".into(), amount: usd("5.00"),
-        state: "COMPLETED".into(), created_at: "2026-11-24T10:00:00Z".into(),
+        refund_ref: "re_1".into(),
+        charge_ref: "ch_1".into(),
+        amount: usd("5.00"),
+        state: "COMPLETED".into(),
+        created_at: "2026-11-24T10:00:00Z".into(),
     })
     .unwrap();
     assert_eq!((r.amount, r.charge.as_str(), r.status), (500, "ch_1", "succeeded"));
     let d = payout(WfPayout {
-        payout_ref: "po_1".into(), amount: usd("50.00"), beneficiary: "acct_1".into(),
-        state: "SETTLED".into(), created_at: "2026-11-24T10:00:00Z".into(),
+        payout_ref: "po_1".into(),
+        amount: usd("50.00"),
+        beneficiary: "acct_1".into(),
+        state: "SETTLED".into(),
+        created_at: "2026-11-24T10:00:00Z".into(),
     })
     .unwrap();
     assert_eq!((d.amount, d.destination.as_str(), d.status, d.object), (5000, "acct_1", "paid", "disbursement"));
@@ -142,7 +148,11 @@ async fn running_executions_are_polled_to_completion() {
         match n {
             0 => (202, running, Duration::ZERO),
             1 | 2 => (200, running, Duration::ZERO),
-            _ => (200, json!({"execution_id": "wfx_1", "status": "SUCCEEDED", "output": output(), "failure": null}), Duration::ZERO),
+            _ => (
+                200,
+                json!({"execution_id": "wfx_1", "status": "SUCCEEDED", "output": output(), "failure": null}),
+                Duration::ZERO,
+            ),
         }
     })
     .await;

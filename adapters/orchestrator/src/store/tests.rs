@@ -13,17 +13,17 @@ async fn idempotency_begin_replay_mismatch_in_progress() {
     let Begin::Started { execution } = store.begin("c", "k", "f1", Operation::Charge).await.unwrap() else {
         panic!("first begin starts")
     };
-    assert_eq!(store.begin("c", "k", "f1", Operation::Charge).await.unwrap(), Begin::InProgress { execution: execution.clone() });
+    assert_eq!(
+        store.begin("c", "k", "f1", Operation::Charge).await.unwrap(),
+        Begin::InProgress { execution: execution.clone() }
+    );
     assert_eq!(store.begin("c", "k", "f2", Operation::Charge).await.unwrap(), Begin::Mismatch);
     assert_eq!(store.begin("c", "k", "f1", Operation::Refund).await.unwrap(), Begin::Mismatch);
     // Another client's identical key is another payment.
     assert!(matches!(store.begin("other", "k", "f1", Operation::Charge).await.unwrap(), Begin::Started { .. }));
     let c = charge(&store, "c", "k", 1000).await;
     let outcome = store.complete_with("c", "k", &c.id).await.unwrap();
-    assert_eq!(
-        store.begin("c", "k", "f1", Operation::Charge).await.unwrap(),
-        Begin::Completed { execution, outcome }
-    );
+    assert_eq!(store.begin("c", "k", "f1", Operation::Charge).await.unwrap(), Begin::Completed { execution, outcome });
 }
 
 #[tokio::test]
@@ -44,7 +44,10 @@ async fn refunds_never_exceed_the_charge() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let c = charge(&store, "c", "k", 1000).await;
-    assert!(matches!(store.refund("c", "r0", "ch_missing", None).await, Err(StoreError::Refused(Failure::ChargeNotFound))));
+    assert!(matches!(
+        store.refund("c", "r0", "ch_missing", None).await,
+        Err(StoreError::Refused(Failure::ChargeNotFound))
+    ));
     store.refund("c", "r1", &c.id, Some(400)).await.unwrap();
     assert!(matches!(
         store.refund("c", "r2", &c.id, Some(601)).await,
@@ -52,7 +55,10 @@ async fn refunds_never_exceed_the_charge() {
     ));
     let rest = store.refund("c", "r3", &c.id, None).await.unwrap();
     assert_eq!(rest.amount, 600);
-    assert!(matches!(store.refund("c", "r4", &c.id, None).await, Err(StoreError::Refused(Failure::ChargeAlreadyRefunded))));
+    assert!(matches!(
+        store.refund("c", "r4", &c.id, None).await,
+        Err(StoreError::Refused(Failure::ChargeAlreadyRefunded))
+    ));
 }
 
 #[tokio::test]

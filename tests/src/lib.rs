@@ -1,0 +1,248 @@
+//! Support for the system tests: real processes of the workspace's binaries
+//! on free loopback ports, an HTTP client, and `eventually` instead of
+//! sleeps.
+//!
+//! The binaries are looked up in the cargo target directory next to the
+//! test executable (or in `PAYMESH_BIN_DIR`); `make test` builds them
+//! first. Every process is killed when its handle drops, so a failing test
+//! leaves nothing running.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client as HyperClient, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's built binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PAYMESH_BIN_DIR") {
+        return dir.into();
+    }
+    // target/<profile>/deps/<test> → target/<profile>
+    let exe = std::env::current_exe().expect("current test executable");
+    exe.parent().and_then(Path::parent).expect("target directory").to_path_buf()
+}
+
+/// Path of a workspace binary; panics with a hint when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` (make test does)", path.display());
+    path
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Polls `check` every 20 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A child process, killed on drop; its stdout and stderr go to a log file.
+#[derive(Debug)]
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)], log_dir: &Path) -> Process {
+        let log = log_dir.join(format!("{name}-{}.log", free_port()));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut cmd = Command::new(bin(name));
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Process { name: name.to_owned(), child, log }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        signal::kill(self.pid(), sig).unwrap_or_else(|e| panic!("cannot signal {}: {e}", self.name));
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: a crash, with no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- log of {} ---\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// An HTTP response, body read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A small HTTP/1.1 client with keep-alive.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Client {
+        Client { inner: HyperClient::builder(TokioExecutor::new()).build(HttpConnector::new()) }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<Reply> {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::copy_from_slice(body)))?;
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.inner.request(req)).await??;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply { status, headers, body })
+    }
+
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send(Method::GET, url, headers, b"").await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    pub async fn post(&self, url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> Reply {
+        self.send(Method::POST, url, headers, body.to_string().as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+    }
+
+    /// Whether `url` answers 200 now.
+    pub async fn ok(&self, url: &str) -> bool {
+        matches!(self.send(Method::GET, url, &[], b"").await, Ok(r) if r.status == StatusCode::OK)
+    }
+}
+
+/// The reference orchestration service on a free port.
+#[derive(Debug)]
+pub struct Orchestrator {
+    pub process: Process,
+    pub url: String,
+    pub port: u16,
+}
+
+impl Orchestrator {
+    pub async fn start(data_dir: &Path, log_dir: &Path, extra: &[&str]) -> Orchestrator {
+        Self::start_on(free_port(), data_dir, log_dir, extra).await
+    }
+
+    pub async fn start_on(port: u16, data_dir: &Path, log_dir: &Path, extra: &[&str]) -> Orchestrator {
+        let listen = format!("127.0.0.1:{port}");
+        let data = data_dir.to_str().expect("utf-8 path");
+        let mut args = vec!["--listen", &listen, "--data-dir", data];
+        args.extend_from_slice(extra);
+        let process = Process::spawn("paymesh-orchestrator", &args, &[], log_dir);
+        let url = format!("http://{listen}");
+        wait_healthy(&url).await;
+        Orchestrator { process, url, port }
+    }
+}
+
+/// The thin app on a free port, in front of `orchestrator`.
+#[derive(Debug)]
+pub struct AppProcess {
+    pub process: Process,
+    pub url: String,
+}
+
+impl AppProcess {
+    pub async fn start(orchestrator: &str, log_dir: &Path, extra: &[&str]) -> AppProcess {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["--listen", &listen, "--orchestrator", orchestrator];
+        args.extend_from_slice(extra);
+        let process = Process::spawn("paymesh-app", &args, &[], log_dir);
+        let url = format!("http://{listen}");
+        wait_healthy(&url).await;
+        AppProcess { process, url }
+    }
+}
+
+async fn wait_healthy(base: &str) {
+    let client = Client::new();
+    let url = format!("{base}/healthz");
+    eventually(Duration::from_secs(20), &url, || client.ok(&url)).await;
+}
