@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+mod etcd;
+pub use etcd::Etcd;
+
 /// The directory holding the workspace's built binaries.
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PAYMESH_BIN_DIR") {
@@ -68,11 +71,17 @@ pub struct Process {
 }
 
 impl Process {
+    /// Starts the workspace binary `name`.
     pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)], log_dir: &Path) -> Process {
+        Self::spawn_path(name, &bin(name), args, env, log_dir)
+    }
+
+    /// Starts the program at `path`, logging as `name`.
+    pub fn spawn_path(name: &str, path: &Path, args: &[&str], env: &[(&str, &str)], log_dir: &Path) -> Process {
         let log = log_dir.join(format!("{name}-{}.log", free_port()));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let mut cmd = Command::new(bin(name));
+        let mut cmd = Command::new(path);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
         for (k, v) in env {
             cmd.env(k, v);

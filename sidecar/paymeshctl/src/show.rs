@@ -1,0 +1,143 @@
+//! Human-readable renderings: history lines, switch events, state trees.
+
+use anyhow::Context;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+fn time(v: &Value) -> String {
+    if let Some(ms) = v["time_ms"].as_u64() {
+        return humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string();
+    }
+    v["time"].as_str().unwrap_or("-").to_owned()
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn history_line(v: &Value) -> String {
+    let mut line = format!("{}  {:<9} {} → {}", time(v), text(&v["action"]), text(&v["from"]), text(&v["to"]));
+    if let Some(reason) = v["reason"].as_str() {
+        line.push_str(&format!("  ({reason})"));
+    }
+    line
+}
+
+pub fn event_line(v: &Value) -> String {
+    let mut line = format!(
+        "{}  {:<20} {:<17} {:<4} {}",
+        time(v),
+        text(&v["pod"]),
+        text(&v["component"]),
+        text(&v["state"]),
+        text(&v["reason"])
+    );
+    if !v["readings"].is_null() {
+        line.push_str(&format!("  readings={}", v["readings"]));
+    }
+    line
+}
+
+/// A JSON-lines events file; a line that is not JSON is reported, not fatal.
+pub fn events_from_file(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .filter_map(|(n, l)| match serde_json::from_str(l) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("warning: {}:{}: not a JSON record ({e})", path.display(), n + 1);
+                None
+            }
+        })
+        .collect())
+}
+
+pub fn events_from_etcd(kvs: Vec<(String, Vec<u8>)>) -> Vec<Value> {
+    kvs.into_iter()
+        .filter_map(|(key, value)| match serde_json::from_slice(&value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("warning: {key}: not a JSON record ({e})");
+                None
+            }
+        })
+        .collect()
+}
+
+/// An indented tree of a JSON document.
+pub fn tree(v: &Value) -> String {
+    let mut out = String::new();
+    walk(v, 0, &mut out);
+    out
+}
+
+fn walk(v: &Value, depth: usize, out: &mut String) {
+    let pad = "  ".repeat(depth);
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    Value::Object(m) if !m.is_empty() => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        walk(v, depth + 1, out);
+                    }
+                    Value::Array(a) if a.iter().any(|x| x.is_object()) => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        walk(v, depth + 1, out);
+                    }
+                    other => out.push_str(&format!("{pad}{k}: {}\n", text(other))),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                out.push_str(&format!("{pad}-\n"));
+                walk(item, depth + 1, out);
+            }
+        }
+        other => out.push_str(&format!("{pad}{}\n", text(other))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_a_state_tree() {
+        let t = tree(
+            &json!({"version": 3, "migration": {"charge": {"percent": 12.5, "source": "etcd"}}, "clients": [{"id": "a"}]}),
+        );
+        assert!(t.contains("version: 3\n"));
+        assert!(t.contains("migration:\n  charge:\n    percent: 12.5\n    source: etcd\n"), "{t}");
+        assert!(t.contains("clients:\n  -\n    id: a\n"), "{t}");
+    }
+
+    #[test]
+    fn renders_history_and_events() {
+        let h = history_line(&json!({"time_ms": 0, "action": "rollback", "from": 20, "to": 10, "reason": "p99"}));
+        assert_eq!(h, "1970-01-01T00:00:00.000Z  rollback  20 → 10  (p99)");
+        let e = event_line(
+            &json!({"time": "t", "pod": "p", "component": "access_log", "state": "off", "reason": "overload"}),
+        );
+        assert!(e.contains("access_log") && e.contains("off") && e.contains("overload"));
+    }
+
+    #[test]
+    fn events_files_tolerate_garbage_lines() {
+        let dir = std::env::temp_dir().join(format!("paymeshctl-events-{}", std::process::id()));
+        std::fs::write(&dir, "{\"pod\":\"a\"}\nnot json\n\n{\"pod\":\"b\"}\n").unwrap();
+        let events = events_from_file(&dir).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(events.len(), 2);
+    }
+}

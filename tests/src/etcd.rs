@@ -1,0 +1,62 @@
+//! A real etcd server for the tests: the system's `etcd` binary on free
+//! loopback ports, its data in a temporary directory.
+
+use crate::{Client, Process, eventually, free_port};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Etcd {
+    pub process: Process,
+    /// `http://127.0.0.1:PORT`, the client URL.
+    pub url: String,
+    pub client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    /// Starts etcd with its data under `dir`; panics with a hint when the
+    /// `etcd` binary is missing (`make deps` installs Debian's etcd-server).
+    pub async fn start(dir: &Path) -> Etcd {
+        Self::start_on(dir, free_port(), free_port()).await
+    }
+
+    /// Restarts on the same ports and data, e.g. after [`Process::kill9`].
+    pub async fn restart(&mut self, dir: &Path) {
+        let fresh = Self::start_on(dir, self.client_port, self.peer_port).await;
+        *self = fresh;
+    }
+
+    async fn start_on(dir: &Path, client_port: u16, peer_port: u16) -> Etcd {
+        let which = std::process::Command::new("sh").args(["-c", "command -v etcd"]).output();
+        let etcd = match which {
+            Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            _ => panic!("the etcd binary is missing: install Debian's etcd-server (make deps does)"),
+        };
+        let url = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let data = dir.join("etcd-data");
+        let cluster = format!("test={peer}");
+        let args = [
+            "--name",
+            "test",
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &cluster,
+        ];
+        let process = Process::spawn_path("etcd", Path::new(&etcd), &args, &[], dir);
+        let client = Client::new();
+        let health = format!("{url}/health");
+        eventually(Duration::from_secs(20), "etcd to be healthy", || client.ok(&health)).await;
+        Etcd { process, url, client_port, peer_port }
+    }
+}
