@@ -142,7 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migration(Migration::Get) => {
             let mut store = Store::connect(&cli.etcd, &cli.prefix).await?;
             let (all, revision) = store.get_all().await?;
-            println!("{:<14} {:>9}  {}", "FEATURE", "PERCENT", "NOTE");
+            println!("FEATURE          PERCENT  NOTE");
             for s in all {
                 let (percent, note) = match s.percent {
                     None => ("-".to_owned(), "unset: sidecars use their configured default".to_owned()),
