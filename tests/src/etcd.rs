@@ -60,3 +60,27 @@ impl Etcd {
         Etcd { process, url, client_port, peer_port }
     }
 }
+
+impl Etcd {
+    /// `etcdctl put KEY VALUE` against this server (v3 API).
+    pub fn put(&self, key: &str, value: &str) {
+        self.etcdctl(&["put", key, value]);
+    }
+
+    pub fn delete(&self, key: &str) {
+        self.etcdctl(&["del", key]);
+    }
+
+    /// Runs `etcdctl` with `args`; returns its stdout.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(&self.url)
+            .args(args)
+            .output()
+            .expect("etcdctl (Debian's etcd-client) must be installed");
+        assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

@@ -19,7 +19,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 mod etcd;
+pub mod sidecar;
 pub use etcd::Etcd;
+pub use sidecar::SidecarProcess;
 
 /// The directory holding the workspace's built binaries.
 pub fn bin_dir() -> PathBuf {

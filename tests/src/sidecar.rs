@@ -1,0 +1,71 @@
+//! The sidecar as a real process, with a config written for the test.
+
+use crate::{Client, Process, eventually, free_port};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The demo client every test config carries.
+pub const CLIENT: &str = "checkout";
+pub const KEY: &str = "test-key-checkout";
+/// SHA-256 of [`KEY`].
+pub const KEY_SHA256: &str = "d17c6600b1a69cb2492a965c20553d4f98f2f139351980714db5de2e2a296e16";
+
+#[derive(Debug)]
+pub struct SidecarProcess {
+    pub process: Process,
+    /// Public base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Admin base URL.
+    pub admin: String,
+    pub config: PathBuf,
+    pub listen_port: u16,
+    pub admin_port: u16,
+}
+
+impl SidecarProcess {
+    /// Writes a config for `app` (host:port) with the demo client, plus
+    /// `extra` YAML sections, and starts the sidecar; waits for `/healthz`.
+    pub async fn start(dir: &Path, app: &str, extra: &str) -> SidecarProcess {
+        Self::start_on(dir, free_port(), free_port(), app, extra).await
+    }
+
+    pub async fn start_on(dir: &Path, listen_port: u16, admin_port: u16, app: &str, extra: &str) -> SidecarProcess {
+        let config = dir.join(format!("sidecar-{listen_port}.yaml"));
+        std::fs::write(&config, config_yaml(listen_port, admin_port, app, extra)).expect("write config");
+        let process = Process::spawn("paymesh-sidecar", &["--config", config.to_str().expect("utf-8")], &[], dir);
+        let admin = format!("http://127.0.0.1:{admin_port}");
+        let client = Client::new();
+        let health = format!("{admin}/healthz");
+        eventually(Duration::from_secs(20), "the sidecar's /healthz", || client.ok(&health)).await;
+        SidecarProcess {
+            process,
+            url: format!("http://127.0.0.1:{listen_port}"),
+            admin,
+            config,
+            listen_port,
+            admin_port,
+        }
+    }
+
+    /// `/admin/state` as JSON.
+    pub async fn state(&self) -> serde_json::Value {
+        Client::new().get(&format!("{}/admin/state", self.admin), &[]).await.json()
+    }
+
+    pub async fn metrics(&self) -> String {
+        String::from_utf8_lossy(&Client::new().get(&format!("{}/metrics", self.admin), &[]).await.body).into_owned()
+    }
+}
+
+/// A sidecar config: the demo client with a rate that never binds.
+pub fn config_yaml(listen_port: u16, admin_port: u16, app: &str, extra: &str) -> String {
+    format!(
+        "listen: \"127.0.0.1:{listen_port}\"\napp: \"{app}\"\nadmin: \"127.0.0.1:{admin_port}\"\n\
+         clients:\n  - id: {CLIENT}\n    api_key_sha256: \"{KEY_SHA256}\"\n    rate: {{ per_second: 100000, burst: 100000 }}\n{extra}"
+    )
+}
+
+/// The value of an unlabelled or fully-labelled series in a scrape.
+pub fn metric(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}

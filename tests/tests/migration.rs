@@ -1,0 +1,289 @@
+//! Traffic migration against a real etcd: the sidecar's watch, its cache
+//! file, sticky routing, and `paymeshctl` ramps.
+
+use paymesh_system_tests::sidecar::{KEY, metric};
+use paymesh_system_tests::{AppProcess, Client, Etcd, Orchestrator, SidecarProcess, bin, eventually};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+/// etcd, orchestrator, app and one sidecar watching etcd.
+struct Stack {
+    etcd: Etcd,
+    orchestrator: Orchestrator,
+    app: AppProcess,
+    sidecar: SidecarProcess,
+    dir: tempfile::TempDir,
+}
+
+fn migration_yaml(etcd: &str, dir: &Path) -> String {
+    format!(
+        "migration:\n  etcd_endpoints: [\"{etcd}\"]\n  prefix: /paymesh\n  cache_file: {}\n  defaults: {{ charge: 0, refund: 0, disbursement: 0 }}\n",
+        dir.join("migration.json").display()
+    )
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let etcd = Etcd::start(dir.path()).await;
+        let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &[]).await;
+        let app = AppProcess::start(&orchestrator.url, dir.path(), &["--timeout", "2s"]).await;
+        let app_addr = app.url.trim_start_matches("http://").to_owned();
+        let sidecar = SidecarProcess::start(dir.path(), &app_addr, &migration_yaml(&etcd.url, dir.path())).await;
+        Stack { etcd, orchestrator, app, sidecar, dir }
+    }
+
+    async fn percent(&self, feature: &str) -> (f64, String) {
+        let state = self.sidecar.state().await;
+        let m = &state["migration"][feature];
+        (m["percent"].as_f64().unwrap(), m["source"].as_str().unwrap().to_owned())
+    }
+
+    async fn wait_percent(&self, feature: &str, percent: f64) {
+        eventually(Duration::from_secs(10), &format!("{feature} at {percent}%"), || async {
+            self.percent(feature).await.0 == percent
+        })
+        .await;
+    }
+}
+
+async fn charge(client: &Client, sidecar: &str, key: &str) -> (u16, Option<String>) {
+    let reply = client
+        .send(
+            http::Method::POST,
+            &format!("{sidecar}/v1/charges"),
+            &[("authorization", &format!("Bearer {KEY}")), ("idempotency-key", key)],
+            json!({"amount": 100, "currency": "usd", "source": "tok_visa"}).to_string().as_bytes(),
+        )
+        .await
+        .expect("the sidecar answers");
+    (reply.status.as_u16(), reply.header("x-paymesh-route").map(str::to_owned))
+}
+
+fn ctl(etcd: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin("paymeshctl")).arg("--etcd").arg(etcd).args(args).output().expect("paymeshctl runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_percent_of_charges_take_the_orchestration_path() {
+    let s = Stack::start().await;
+    let out = ctl(&s.etcd.url, &["migration", "set", "charge", "30"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    s.wait_percent("charge", 30.0).await;
+    assert_eq!(s.percent("charge").await.1, "etcd");
+
+    let client = Client::new();
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (client, url) = (client.clone(), s.sidecar.url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut orchestration = 0;
+            for n in 0..125 {
+                let (status, route) = charge(&client, &url, &format!("share-{w}-{n}")).await;
+                assert_eq!(status, 201);
+                orchestration += usize::from(route.as_deref() == Some("orchestration"));
+            }
+            orchestration
+        }));
+    }
+    let mut orchestration = 0;
+    for t in tasks {
+        orchestration += t.await.unwrap();
+    }
+    let share = orchestration as f64 / 2000.0;
+    assert!((0.27..=0.33).contains(&share), "orchestration share {share} is not 30% ± 3%");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_payment_keeps_its_path_or_moves_only_to_orchestration() {
+    let s = Stack::start().await;
+    let client = Client::new();
+    let keys: Vec<String> = (0..200).map(|n| format!("sticky-{n}")).collect();
+    let mut last: Vec<Option<String>> = vec![None; keys.len()];
+    let mut moved = 0;
+    for percent in ["10", "50", "90"] {
+        s.etcd.put("/paymesh/migration/charge", percent);
+        s.wait_percent("charge", percent.parse().unwrap()).await;
+        for _ in 0..2 {
+            for (i, key) in keys.iter().enumerate() {
+                let (status, route) = charge(&client, &s.sidecar.url, key).await;
+                assert_eq!(status, 201, "{key}");
+                let route = route.expect("route echoed");
+                match (last[i].as_deref(), route.as_str()) {
+                    (Some("orchestration"), "legacy") => panic!("{key} moved back to legacy at {percent}%"),
+                    (Some("legacy"), "orchestration") => moved += 1,
+                    _ => {}
+                }
+                last[i] = Some(route);
+            }
+        }
+    }
+    let on_orchestration = last.iter().filter(|r| r.as_deref() == Some("orchestration")).count();
+    assert!((160..=200).contains(&on_orchestration), "{on_orchestration} of 200 keys at 90%");
+    assert!(moved > 100, "raising the percent moved only {moved} keys");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_values_are_refused_and_deleted_keys_fall_back_to_defaults() {
+    let s = Stack::start().await;
+    s.etcd.put("/paymesh/migration/refund", "25");
+    s.wait_percent("refund", 25.0).await;
+    for bad in ["abc", "101", "-5", "NaN", ""] {
+        s.etcd.put("/paymesh/migration/refund", bad);
+    }
+    // A later good write to another key proves the bad ones were processed.
+    s.etcd.put("/paymesh/migration/disbursement", "5");
+    s.wait_percent("disbursement", 5.0).await;
+    assert_eq!(s.percent("refund").await, (25.0, "etcd".to_owned()));
+    let errors = metric(&s.sidecar.metrics().await, "paymesh_migration_config_errors_total").unwrap_or(0.0);
+    assert_eq!(errors, 5.0);
+    let gauge = metric(&s.sidecar.metrics().await, "paymesh_migration_percent{feature=\"refund\"}");
+    assert_eq!(gauge, Some(25.0));
+
+    s.etcd.delete("/paymesh/migration/refund");
+    s.wait_percent("refund", 0.0).await;
+    assert_eq!(s.percent("refund").await.1, "defaults");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_down_fails_no_request_and_its_return_is_applied() {
+    let mut s = Stack::start().await;
+    s.etcd.put("/paymesh/migration/charge", "40");
+    s.wait_percent("charge", 40.0).await;
+
+    let client = Client::new();
+    let url = s.sidecar.url.clone();
+    let traffic = tokio::spawn(async move {
+        let mut n = 0;
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            let (status, _) = charge(&client, &url, &format!("steady-{n}")).await;
+            assert_eq!(status, 201, "request {n} failed while etcd was down");
+            n += 1;
+        }
+        n
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.etcd.process.kill9();
+    let served = traffic.await.unwrap();
+    assert!(served > 20, "only {served} requests in 3 s");
+    assert_eq!(s.percent("charge").await, (40.0, "etcd".to_owned()), "the percent stays while etcd is down");
+
+    let dir = s.dir.path().to_path_buf();
+    s.etcd.restart(&dir).await;
+    s.etcd.put("/paymesh/migration/charge", "60");
+    s.wait_percent("charge", 60.0).await;
+    let state = s.sidecar.state().await;
+    assert!(state["etcd"]["revision"].as_i64().unwrap() > 0, "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sidecar_restarted_while_etcd_is_down_uses_the_cache_file() {
+    let mut s = Stack::start().await;
+    s.etcd.put("/paymesh/migration/charge", "35");
+    s.etcd.put("/paymesh/migration/refund", "12.5");
+    s.wait_percent("charge", 35.0).await;
+    s.wait_percent("refund", 12.5).await;
+    let cache: Value = serde_json::from_slice(&std::fs::read(s.dir.path().join("migration.json")).unwrap()).unwrap();
+    assert_eq!((cache["charge"].as_f64(), cache["refund"].as_f64()), (Some(35.0), Some(12.5)));
+
+    s.etcd.process.kill9();
+    let (listen, admin) = (s.sidecar.listen_port, s.sidecar.admin_port);
+    s.sidecar.process.kill9();
+    let app_addr = s.app.url.trim_start_matches("http://").to_owned();
+    let yaml = migration_yaml(&s.etcd.url, s.dir.path());
+    s.sidecar = SidecarProcess::start_on(s.dir.path(), listen, admin, &app_addr, &yaml).await;
+    assert_eq!(s.percent("charge").await, (35.0, "cache".to_owned()));
+    assert_eq!(s.percent("refund").await, (12.5, "cache".to_owned()));
+    assert_eq!(s.percent("disbursement").await, (0.0, "defaults".to_owned()));
+    let (status, _) = charge(&Client::new(), &s.sidecar.url, "after-restart").await;
+    assert_eq!(status, 201);
+}
+
+/// Steady charges through the sidecar until dropped.
+fn background_traffic(url: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = Client::new();
+        let mut n = 0u64;
+        loop {
+            let _ = charge(&client, &url, &format!("ramp-{n}")).await;
+            n += 1;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ramp_reaches_its_target_on_a_healthy_path() {
+    let s = Stack::start().await;
+    let traffic = background_traffic(s.sidecar.url.clone());
+    let args = [
+        "migration",
+        "ramp",
+        "charge",
+        "--to",
+        "60",
+        "--step",
+        "20",
+        "--interval",
+        "1s",
+        "--max-error-rate",
+        "1%",
+        "--max-p99",
+        "2s",
+        "--min-requests",
+        "10",
+        "--sidecars",
+        &s.sidecar.admin,
+    ]
+    .map(str::to_owned);
+    let etcd = s.etcd.url.clone();
+    let out = tokio::task::spawn_blocking(move || ctl(&etcd, &args.each_ref().map(String::as_str))).await.unwrap();
+    traffic.abort();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("[3/3] charge set to 60%") && stdout.contains("done: charge is at 60%"), "{stdout}");
+    s.wait_percent("charge", 60.0).await;
+    let history = ctl(&s.etcd.url, &["migration", "history", "charge"]);
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert_eq!(history.lines().filter(|l| l.contains("step")).count(), 3, "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ramp_rolls_back_when_the_orchestration_path_fails() {
+    let mut s = Stack::start().await;
+    s.etcd.put("/paymesh/migration/charge", "20");
+    s.wait_percent("charge", 20.0).await;
+    let traffic = background_traffic(s.sidecar.url.clone());
+    let args = [
+        "migration",
+        "ramp",
+        "charge",
+        "--to",
+        "100",
+        "--step",
+        "20",
+        "--interval",
+        "1s",
+        "--max-error-rate",
+        "1%",
+        "--max-p99",
+        "2s",
+        "--min-requests",
+        "10",
+        "--sidecars",
+        &s.sidecar.admin,
+    ]
+    .map(str::to_owned);
+    let etcd = s.etcd.url.clone();
+    let ramp = tokio::task::spawn_blocking(move || ctl(&etcd, &args.each_ref().map(String::as_str)));
+    // Let the first step (40%) pass, then take the orchestration service away.
+    s.wait_percent("charge", 60.0).await;
+    s.orchestrator.process.kill9();
+    let out = ramp.await.unwrap();
+    traffic.abort();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("ROLLED BACK") && stderr.contains("set back to 40%"), "{stderr}");
+    s.wait_percent("charge", 40.0).await;
+}
