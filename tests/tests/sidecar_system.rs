@@ -107,6 +107,18 @@ async fn throttling_and_a_dead_app_answer_in_the_public_shape() {
     let auth = format!("Bearer {KEY}");
     assert_eq!(c.get(&url, &[("authorization", &auth)]).await.status, 404);
 
+    pod.app.process.kill9();
+    let started = Instant::now();
+    let r = c.get(&url, &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["type"], "api_error");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let ready = format!("{}/readyz", pod.sidecar.admin);
+    eventually(Duration::from_secs(5), "readyz fails without the app", || async {
+        c.get(&ready, &[]).await.status == 503
+    })
+    .await;
+
     // Tighten the demo client's rate to one per second, burst one.
     let yaml = std::fs::read_to_string(&pod.sidecar.config)
         .unwrap()
@@ -126,19 +138,7 @@ async fn throttling_and_a_dead_app_answer_in_the_public_shape() {
     assert_eq!(limited.json()["error"]["type"], "rate_limit_error");
     assert!(limited.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
     eventually(Duration::from_secs(5), "throttle recovers", || async {
-        c.get(&url, &[("authorization", &auth)]).await.status == 404
-    })
-    .await;
-
-    pod.app.process.kill9();
-    let started = Instant::now();
-    let r = c.get(&url, &[("authorization", &auth)]).await;
-    assert_eq!(r.status, 503);
-    assert_eq!(r.json()["error"]["type"], "api_error");
-    assert!(started.elapsed() < Duration::from_secs(3));
-    let ready = format!("{}/readyz", pod.sidecar.admin);
-    eventually(Duration::from_secs(5), "readyz fails without the app", || async {
-        c.get(&ready, &[]).await.status == 503
+        c.get(&url, &[("authorization", &auth)]).await.status == 503
     })
     .await;
 }

@@ -1,0 +1,91 @@
+//! The admin listener: health, readiness, metrics and state for operators.
+//!
+//! Plain HTTP/1.1 on its own port, apart from client traffic. Reads are open
+//! to any peer that can reach the port; anything that changes state answers
+//! only loopback peers. It keeps serving while the proxy drains, so
+//! `/readyz` can say 503 to the load balancer.
+
+mod state;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::readiness::readiness;
+use crate::state::Shared;
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(&req, &shared, peer)) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn handle(req: &Request<Incoming>, shared: &Shared, peer: SocketAddr) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => match readiness(shared) {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        },
+        (&Method::GET, "/metrics") => {
+            let body = shared.metrics.render(&shared.migration, &shared.components);
+            let mut res = text(StatusCode::OK, body);
+            res.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            res
+        }
+        (&Method::GET, "/admin/state") => json(StatusCode::OK, state::render(shared)),
+        (&Method::POST, "/admin/reload") => {
+            if !peer.ip().is_loopback() {
+                return text(StatusCode::FORBIDDEN, "state changes are allowed from loopback only\n");
+            }
+            shared.reload.notify_one();
+            text(StatusCode::ACCEPTED, "reload requested\n")
+        }
+        (_, "/healthz" | "/readyz" | "/metrics" | "/admin/state" | "/admin/reload") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(body.into()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    res
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut res = text(status, body);
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}

@@ -1,0 +1,80 @@
+//! `GET /admin/state`: what this sidecar is running with, secrets left out.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{Map, Value, json};
+
+use crate::components::Component;
+use crate::migration::Feature;
+use crate::state::Shared;
+
+pub fn render(shared: &Shared) -> String {
+    let snap = shared.live.load();
+    let config = &snap.config;
+    let clients: Vec<Value> = snap
+        .clients
+        .iter()
+        .map(|c| {
+            json!({
+                "id": &*c.id,
+                "rate": { "per_second": c.rate.per_second, "burst": c.rate.burst },
+                "cert_names": c.cert_names,
+            })
+        })
+        .collect();
+    let mut migration = Map::new();
+    for f in Feature::MIGRATING {
+        migration.insert(
+            f.as_str().into(),
+            json!({
+                "percent": f64::from(shared.migration.basis_points(f)) / 100.0,
+                "source": shared.migration.source(f).as_str(),
+            }),
+        );
+    }
+    let mut components = Map::new();
+    for c in Component::ALL {
+        components.insert(
+            c.as_str().into(),
+            json!({
+                "enabled": shared.components.enabled(c),
+                "sheddable": config.overload.components.iter().any(|n| n == c.as_str()),
+            }),
+        );
+    }
+    let state = json!({
+        "config": {
+            "version": snap.version,
+            "sha256": hex(&snap.sha256),
+            "path": shared.config_path.as_ref().map(|p| p.display().to_string()),
+            "loaded_at": humantime::format_rfc3339_seconds(snap.loaded_at).to_string(),
+            "listen": config.listen.to_string(),
+            "app": config.app.to_string(),
+            "tls": config.tls.is_some(),
+            "mtls": config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            "limits": {
+                "max_inflight": config.limits.max_inflight,
+                "max_body_bytes": config.limits.max_body_bytes,
+                "request_timeout": humantime::format_duration(config.limits.request_timeout).to_string(),
+                "header_read_timeout": humantime::format_duration(config.limits.header_read_timeout).to_string(),
+                "connect_timeout": humantime::format_duration(config.limits.connect_timeout).to_string(),
+                "drain_timeout": humantime::format_duration(config.limits.drain_timeout).to_string(),
+            },
+        },
+        "clients": clients,
+        "migration": migration,
+        "components": components,
+        "ready": {
+            "app_reachable": shared.app_reachable.load(Ordering::Relaxed),
+            "draining": shared.draining.load(Ordering::Relaxed),
+        },
+        "inflight": shared.inflight.load(Ordering::Relaxed),
+        // The telemetry reader comes with the overload issue.
+        "telemetry": Value::Null,
+    });
+    state.to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,33 @@
+//! Every default of the sidecar configuration, in one place.
+//!
+//! The raw (serde) structs and the README both point here; change a default
+//! in this file and nowhere else.
+
+pub const ADMIN: &str = "0.0.0.0:9901";
+
+pub const RATE_PER_SECOND: f64 = 1000.0;
+pub const RATE_BURST: u32 = 2000;
+
+pub const MAX_INFLIGHT: u32 = 1024;
+pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub const REQUEST_TIMEOUT: &str = "10s";
+pub const HEADER_READ_TIMEOUT: &str = "10s";
+pub const CONNECT_TIMEOUT: &str = "1s";
+pub const DRAIN_TIMEOUT: &str = "20s";
+
+pub const ETCD_ENDPOINTS: &[&str] = &["http://127.0.0.1:2379"];
+pub const MIGRATION_PREFIX: &str = "/paymesh";
+pub const MIGRATION_CACHE_FILE: &str = "/var/lib/paymesh/migration.json";
+
+pub const TELEMETRY_FILE: &str = "/run/paymesh/telemetry.json";
+pub const CHECK_INTERVAL: &str = "1s";
+pub const SHED_CPU_PERCENT: f64 = 85.0;
+pub const SHED_MEM_PERCENT: f64 = 90.0;
+pub const RESTORE_CPU_PERCENT: f64 = 60.0;
+pub const RESTORE_MEM_PERCENT: f64 = 75.0;
+pub const HOLD: &str = "10s";
+pub const COMPONENTS: &[&str] = &["access_log", "detailed_metrics", "tracing", "profiling"];
+pub const EVENTS_FILE: &str = "/var/lib/paymesh/switch-events.jsonl";
+
+pub const ACCESS_LOG_PATH: &str = "stdout";
+pub const ACCESS_LOG_BUFFER_LINES: usize = 4096;

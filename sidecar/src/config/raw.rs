@@ -1,0 +1,167 @@
+//! The configuration exactly as written in YAML, before validation.
+//!
+//! Leaf values that can be wrong in interesting ways (addresses, durations,
+//! hashes) stay strings here, so that validation can report every problem at
+//! once instead of serde stopping at the first. Unknown keys are refused.
+
+use serde::Deserialize;
+
+use super::defaults as d;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: String,
+    pub app: String,
+    #[serde(default = "admin")]
+    pub admin: String,
+    #[serde(default)]
+    pub workers: Option<usize>,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    pub clients: Vec<RawClient>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub migration: RawMigration,
+    #[serde(default)]
+    pub overload: RawOverload,
+    #[serde(default)]
+    pub access_log: RawAccessLog,
+}
+
+fn admin() -> String {
+    d::ADMIN.to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+    #[serde(default)]
+    pub client_ca: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub id: String,
+    #[serde(default)]
+    pub api_key_sha256: Option<String>,
+    #[serde(default)]
+    pub rate: RawRate,
+    #[serde(default)]
+    pub cert_names: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for RawRate {
+    fn default() -> Self {
+        Self { per_second: d::RATE_PER_SECOND, burst: d::RATE_BURST }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub max_inflight: u32,
+    pub max_body_bytes: u64,
+    pub request_timeout: String,
+    pub header_read_timeout: String,
+    pub connect_timeout: String,
+    pub drain_timeout: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_inflight: d::MAX_INFLIGHT,
+            max_body_bytes: d::MAX_BODY_BYTES,
+            request_timeout: d::REQUEST_TIMEOUT.into(),
+            header_read_timeout: d::HEADER_READ_TIMEOUT.into(),
+            connect_timeout: d::CONNECT_TIMEOUT.into(),
+            drain_timeout: d::DRAIN_TIMEOUT.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMigration {
+    pub etcd_endpoints: Vec<String>,
+    pub prefix: String,
+    pub cache_file: String,
+    pub defaults: RawPercents,
+}
+
+impl Default for RawMigration {
+    fn default() -> Self {
+        Self {
+            etcd_endpoints: d::ETCD_ENDPOINTS.iter().map(|s| (*s).into()).collect(),
+            prefix: d::MIGRATION_PREFIX.into(),
+            cache_file: d::MIGRATION_CACHE_FILE.into(),
+            defaults: RawPercents::default(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPercents {
+    pub charge: f64,
+    pub refund: f64,
+    pub disbursement: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOverload {
+    pub telemetry_file: String,
+    pub check_interval: String,
+    pub shed: RawThresholds,
+    pub restore: RawThresholds,
+    pub hold: String,
+    pub components: Vec<String>,
+    pub events_file: String,
+}
+
+impl Default for RawOverload {
+    fn default() -> Self {
+        Self {
+            telemetry_file: d::TELEMETRY_FILE.into(),
+            check_interval: d::CHECK_INTERVAL.into(),
+            shed: RawThresholds { cpu_percent: d::SHED_CPU_PERCENT, mem_percent: d::SHED_MEM_PERCENT },
+            restore: RawThresholds { cpu_percent: d::RESTORE_CPU_PERCENT, mem_percent: d::RESTORE_MEM_PERCENT },
+            hold: d::HOLD.into(),
+            components: d::COMPONENTS.iter().map(|s| (*s).into()).collect(),
+            events_file: d::EVENTS_FILE.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThresholds {
+    pub cpu_percent: f64,
+    pub mem_percent: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAccessLog {
+    pub path: String,
+    pub buffer_lines: usize,
+}
+
+impl Default for RawAccessLog {
+    fn default() -> Self {
+        Self { path: d::ACCESS_LOG_PATH.into(), buffer_lines: d::ACCESS_LOG_BUFFER_LINES }
+    }
+}

@@ -1,0 +1,143 @@
+//! Config validation: defaults, every problem at once, keys named.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::from_yaml;
+use super::validate::parse_sha256;
+
+const GOOD: &str = r#"
+listen: "127.0.0.1:8080"
+app: "127.0.0.1:8081"
+clients:
+  - id: checkout
+    api_key_sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    rate: { per_second: 200, burst: 400 }
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = from_yaml(GOOD.as_bytes()).unwrap();
+    assert_eq!(c.admin, "0.0.0.0:9901".parse().unwrap());
+    assert_eq!(c.limits.max_inflight, 1024);
+    assert_eq!(c.limits.request_timeout, Duration::from_secs(10));
+    assert_eq!(c.limits.connect_timeout, Duration::from_secs(1));
+    assert_eq!(c.migration.defaults_bp, [0, 0, 0]);
+    assert_eq!(c.access_log.path, None);
+    assert_eq!(c.clients[0].rate.burst, 400);
+    assert!(c.workers >= 1);
+}
+
+#[test]
+fn full_design_example_parses() {
+    let yaml = format!(
+        "{GOOD}{}",
+        r#"
+admin: "0.0.0.0:9901"
+limits: { max_inflight: 1024, max_body_bytes: 1048576, request_timeout: 10s }
+migration:
+  etcd_endpoints: ["http://127.0.0.1:2379"]
+  prefix: /paymesh
+  cache_file: /var/lib/paymesh/migration.json
+  defaults: { charge: 12.5, refund: 0, disbursement: 100 }
+overload:
+  telemetry_file: /run/paymesh/telemetry.json
+  check_interval: 1s
+  shed:    { cpu_percent: 85, mem_percent: 90 }
+  restore: { cpu_percent: 60, mem_percent: 75 }
+  hold: 10s
+  components: [access_log, detailed_metrics, tracing, profiling]
+  events_file: /var/lib/paymesh/switch-events.jsonl
+access_log:
+  path: /tmp/access.log
+  buffer_lines: 16
+"#
+    );
+    let c = from_yaml(yaml.as_bytes()).unwrap();
+    assert_eq!(c.migration.defaults_bp, [1250, 0, 10000]);
+    assert_eq!(c.access_log.path, Some(PathBuf::from("/tmp/access.log")));
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let yaml = GOOD.replace("burst: 400", "burst: 400, brust: 1");
+    let e = from_yaml(yaml.as_bytes()).unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert_eq!(e.0[0].key, "clients[0].rate");
+    assert!(e.0[0].message.contains("brust"), "{e}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let yaml = r#"
+listen: "nowhere"
+app: "10.0.0.5:8081"
+workers: 0
+clients:
+  - id: "bad id"
+    api_key_sha256: "abc"
+    rate: { per_second: 0, burst: 0 }
+  - id: ok
+limits: { request_timeout: soon, max_inflight: 0 }
+migration: { defaults: { charge: 101 }, prefix: "paymesh/" }
+overload: { components: [access_log, gpu], restore: { cpu_percent: 90, mem_percent: 10 } }
+access_log: { buffer_lines: 0 }
+"#;
+    let e = from_yaml(yaml.as_bytes()).unwrap_err();
+    let keys: Vec<&str> = e.0.iter().map(|e| e.key.as_str()).collect();
+    for k in [
+        "listen",
+        "app",
+        "workers",
+        "clients[0].id",
+        "clients[0].api_key_sha256",
+        "clients[0].rate.per_second",
+        "clients[0].rate.burst",
+        "clients[1].api_key_sha256",
+        "limits.request_timeout",
+        "limits.max_inflight",
+        "migration.defaults.charge",
+        "migration.prefix",
+        "overload.components[1]",
+        "overload.restore.cpu_percent",
+        "access_log.buffer_lines",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+}
+
+#[test]
+fn app_must_be_loopback() {
+    let yaml = GOOD.replace("app: \"127.0.0.1:8081\"", "app: \"0.0.0.0:8081\"");
+    let e = from_yaml(yaml.as_bytes()).unwrap_err();
+    assert_eq!(e.0[0].key, "app");
+    let yaml = GOOD.replace("app: \"127.0.0.1:8081\"", "app: \"[::1]:8081\"");
+    assert!(from_yaml(yaml.as_bytes()).is_ok());
+}
+
+#[test]
+fn duplicate_ids_and_hashes_are_refused() {
+    let yaml = format!(
+        "{GOOD}{}",
+        r#"  - id: checkout
+    api_key_sha256: "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"
+"#
+    );
+    let e = from_yaml(yaml.as_bytes()).unwrap_err();
+    let keys: Vec<&str> = e.0.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["clients[1].id", "clients[1].api_key_sha256"]);
+}
+
+#[test]
+fn cert_names_need_mtls() {
+    let yaml = GOOD.replace("rate:", "cert_names: [checkout.internal]\n    rate:");
+    let e = from_yaml(yaml.as_bytes()).unwrap_err();
+    assert_eq!(e.0[0].key, "clients[0].cert_names");
+}
+
+#[test]
+fn sha256_hex_parses() {
+    let h = parse_sha256(&"0f".repeat(32)).unwrap();
+    assert_eq!(h, [0x0f; 32]);
+    assert!(parse_sha256(&"0g".repeat(32)).is_none());
+}

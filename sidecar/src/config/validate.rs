@@ -1,0 +1,283 @@
+//! Turns the raw YAML structs into a typed `Config`, collecting every problem.
+//!
+//! Each check names the key it is about, so an operator can fix a file in one
+//! pass. Only shape errors that serde itself finds (an unknown key, a string
+//! where a number belongs) stop early, as they leave nothing to check.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+
+use super::raw::{RawConfig, RawThresholds};
+use super::{AccessLog, Client, Config, ConfigError, ConfigErrors, Limits, Migration, Overload, Rate, Thresholds, Tls};
+
+/// Components that `overload.components` may name.
+pub const KNOWN_COMPONENTS: &[&str] = super::defaults::COMPONENTS;
+
+/// Stands in for an address that failed to parse; never escapes `from_yaml`.
+const UNSET_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// Parses and validates a configuration document.
+pub fn from_yaml(bytes: &[u8]) -> Result<Config, ConfigErrors> {
+    let raw: RawConfig = serde_yaml::from_slice(bytes).map_err(shape_error)?;
+    let mut v = Problems::default();
+    let config = v.config(raw);
+    if v.0.is_empty() { Ok(config) } else { Err(ConfigErrors(v.0)) }
+}
+
+/// serde_yaml prefixes its message with the path of the offending key
+/// (`clients[0].rate: unknown field ...`); lift it into `key`.
+fn shape_error(e: serde_yaml::Error) -> ConfigErrors {
+    let text = e.to_string();
+    match text.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => ConfigErrors::one(path, rest),
+        _ => ConfigErrors::one("(root)", text),
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError { key: key.into(), message: message.into() });
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let listen = self.addr("listen", &raw.listen);
+        let app = self.addr("app", &raw.app);
+        if app.is_some_and(|a| !a.ip().is_loopback()) {
+            self.push(
+                "app",
+                "must be a loopback address: the app trusts x-paymesh-* headers, so only the sidecar may reach it",
+            );
+        }
+        let admin = self.addr("admin", &raw.admin);
+        if listen == admin && listen.is_some_and(|a| a.port() != 0) {
+            self.push("admin", "must differ from listen");
+        }
+        let [listen, app, admin] = [listen, app, admin].map(|a| a.unwrap_or(UNSET_ADDR));
+        let workers = match raw.workers {
+            Some(0) => {
+                self.push("workers", "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let tls = raw.tls.map(|t| Tls {
+            cert: self.file("tls.cert", &t.cert),
+            key: self.file("tls.key", &t.key),
+            client_ca: t.client_ca.map(|ca| self.file("tls.client_ca", &ca)),
+        });
+        let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        let clients = self.clients(raw.clients, mtls);
+        let l = raw.limits;
+        let limits = Limits {
+            max_inflight: self.at_least("limits.max_inflight", l.max_inflight, 1),
+            max_body_bytes: self.at_least("limits.max_body_bytes", l.max_body_bytes, 1),
+            request_timeout: self.duration("limits.request_timeout", &l.request_timeout),
+            header_read_timeout: self.duration("limits.header_read_timeout", &l.header_read_timeout),
+            connect_timeout: self.duration("limits.connect_timeout", &l.connect_timeout),
+            drain_timeout: self.duration("limits.drain_timeout", &l.drain_timeout),
+        };
+        let m = raw.migration;
+        for (i, e) in m.etcd_endpoints.iter().enumerate() {
+            if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 9 {
+                self.push(format!("migration.etcd_endpoints[{i}]"), format!("{e:?} is not an http:// or https:// URL"));
+            }
+        }
+        if !m.prefix.starts_with('/') || (m.prefix.len() > 1 && m.prefix.ends_with('/')) {
+            self.push("migration.prefix", "must start with '/' and not end with '/' (e.g. /paymesh)");
+        }
+        let migration = Migration {
+            etcd_endpoints: m.etcd_endpoints,
+            prefix: m.prefix,
+            cache_file: self.path("migration.cache_file", &m.cache_file),
+            defaults_bp: [
+                self.percent_bp("migration.defaults.charge", m.defaults.charge),
+                self.percent_bp("migration.defaults.refund", m.defaults.refund),
+                self.percent_bp("migration.defaults.disbursement", m.defaults.disbursement),
+            ],
+        };
+        let o = raw.overload;
+        let shed = self.thresholds("overload.shed", &o.shed);
+        let restore = self.thresholds("overload.restore", &o.restore);
+        if restore.cpu_percent >= shed.cpu_percent {
+            self.push("overload.restore.cpu_percent", "must be below overload.shed.cpu_percent (hysteresis)");
+        }
+        if restore.mem_percent >= shed.mem_percent {
+            self.push("overload.restore.mem_percent", "must be below overload.shed.mem_percent (hysteresis)");
+        }
+        let mut seen = HashSet::new();
+        for (i, c) in o.components.iter().enumerate() {
+            if !KNOWN_COMPONENTS.contains(&c.as_str()) {
+                self.push(
+                    format!("overload.components[{i}]"),
+                    format!("unknown component {c:?}; known: {}", KNOWN_COMPONENTS.join(", ")),
+                );
+            } else if !seen.insert(c.as_str()) {
+                self.push(format!("overload.components[{i}]"), format!("{c:?} listed twice"));
+            }
+        }
+        let overload = Overload {
+            telemetry_file: self.path("overload.telemetry_file", &o.telemetry_file),
+            check_interval: self.duration("overload.check_interval", &o.check_interval),
+            shed,
+            restore,
+            hold: self.duration("overload.hold", &o.hold),
+            components: o.components,
+            events_file: self.path("overload.events_file", &o.events_file),
+        };
+        let a = raw.access_log;
+        let access_log = AccessLog {
+            path: match a.path.as_str() {
+                "stdout" | "-" => None,
+                p => Some(self.path("access_log.path", p)),
+            },
+            buffer_lines: self.at_least("access_log.buffer_lines", a.buffer_lines, 1),
+        };
+        Config { listen, app, admin, workers, tls, clients, limits, migration, overload, access_log }
+    }
+
+    fn clients(&mut self, raw: Vec<super::raw::RawClient>, mtls: bool) -> Vec<Client> {
+        if raw.is_empty() {
+            self.push("clients", "at least one client is required");
+        }
+        let mut ids = HashSet::new();
+        let mut hashes = HashSet::new();
+        let mut names = HashSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, c) in raw.into_iter().enumerate() {
+            let key = |k: &str| format!("clients[{i}].{k}");
+            if c.id.is_empty()
+                || c.id.len() > 64
+                || !c.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                self.push(
+                    key("id"),
+                    "must be 1-64 characters of [A-Za-z0-9._-] (it is a metric label and a header value)",
+                );
+            } else if !ids.insert(c.id.clone()) {
+                self.push(key("id"), format!("duplicate client id {:?}", c.id));
+            }
+            let api_key_sha256 = c.api_key_sha256.as_deref().and_then(|h| {
+                let parsed = parse_sha256(h);
+                if parsed.is_none() {
+                    self.push(key("api_key_sha256"), "must be 64 hex characters");
+                } else if !hashes.insert(parsed) {
+                    self.push(key("api_key_sha256"), "the same key hash belongs to another client");
+                }
+                parsed
+            });
+            if c.api_key_sha256.is_none() && c.cert_names.is_empty() {
+                self.push(key("api_key_sha256"), "required (or cert_names, for a client known by its certificate)");
+            }
+            if !c.rate.per_second.is_finite() || c.rate.per_second <= 0.0 {
+                self.push(key("rate.per_second"), "must be a positive number");
+            }
+            if c.rate.burst == 0 {
+                self.push(key("rate.burst"), "must be at least 1");
+            }
+            if !c.cert_names.is_empty() && !mtls {
+                self.push(key("cert_names"), "needs tls.client_ca (mTLS) to mean anything");
+            }
+            for (j, n) in c.cert_names.iter().enumerate() {
+                if ServerName::try_from(n.as_str()).is_err() {
+                    self.push(format!("clients[{i}].cert_names[{j}]"), "not a valid DNS name");
+                } else if !names.insert(n.to_ascii_lowercase()) {
+                    self.push(format!("clients[{i}].cert_names[{j}]"), format!("{n:?} already names another client"));
+                }
+            }
+            out.push(Client {
+                id: c.id,
+                api_key_sha256,
+                rate: Rate { per_second: c.rate.per_second, burst: c.rate.burst },
+                cert_names: c.cert_names,
+            });
+        }
+        out
+    }
+
+    fn addr(&mut self, key: &str, s: &str) -> Option<SocketAddr> {
+        let a = s.parse().ok();
+        if a.is_none() {
+            self.push(key, format!("{s:?} is not an ip:port address"));
+        }
+        a
+    }
+
+    fn duration(&mut self, key: &str, s: &str) -> Duration {
+        match humantime::parse_duration(s) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.push(key, "must be longer than zero");
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                self.push(key, format!("{s:?} is not a duration like 250ms or 10s ({e})"));
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn path(&mut self, key: &str, s: &str) -> PathBuf {
+        if s.is_empty() {
+            self.push(key, "must not be empty");
+        }
+        PathBuf::from(s)
+    }
+
+    fn file(&mut self, key: &str, s: &str) -> PathBuf {
+        let p = self.path(key, s);
+        if !s.is_empty() && !Path::new(s).is_file() {
+            self.push(key, format!("{s}: no such readable file"));
+        }
+        p
+    }
+
+    fn at_least<T: PartialOrd + Copy + std::fmt::Display>(&mut self, key: &str, v: T, min: T) -> T {
+        if v < min {
+            self.push(key, format!("must be at least {min}"));
+        }
+        v
+    }
+
+    fn percent_bp(&mut self, key: &str, p: f64) -> u32 {
+        if !(0.0..=100.0).contains(&p) {
+            self.push(key, "must be a percent in [0, 100]");
+            return 0;
+        }
+        (p * 100.0).round() as u32
+    }
+
+    fn thresholds(&mut self, key: &str, t: &RawThresholds) -> Thresholds {
+        for (k, v) in [("cpu_percent", t.cpu_percent), ("mem_percent", t.mem_percent)] {
+            if !(v > 0.0 && v <= 100.0) {
+                self.push(format!("{key}.{k}"), "must be a percent in (0, 100]");
+            }
+        }
+        Thresholds { cpu_percent: t.cpu_percent, mem_percent: t.mem_percent }
+    }
+}
+
+pub(super) fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
+}

@@ -1,0 +1,29 @@
+//! paymesh-sidecar: the process that takes every request first.
+//!
+//! It authenticates the caller, throttles it, picks the orchestration path,
+//! logs and measures the request, and proxies it to the app on loopback. The
+//! request path is a tower stack (`stack.rs`, one layer per concern in
+//! `layers/`); background work (config reload, readiness probe, access-log
+//! writer, admin listener) lives in its own modules and never blocks a
+//! request. The sidecar must never forward a client's own `x-paymesh-*`
+//! headers, never let a slow client or a dead app hold resources without
+//! bound, and never lose an accepted request on a clean shutdown.
+
+pub mod admin;
+pub mod body;
+pub mod components;
+pub mod config;
+pub mod ctx;
+pub mod error;
+pub mod layers;
+pub mod migration;
+pub mod observe;
+pub mod proxy;
+pub mod readiness;
+pub mod reload;
+pub mod server;
+pub mod stack;
+pub mod state;
+pub mod tls;
+
+pub use server::{Running, StartError, start};

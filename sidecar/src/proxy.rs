@@ -1,0 +1,129 @@
+//! The innermost service: forward the request to the app on loopback.
+//!
+//! One pooled hyper client (HTTP/1.1 keep-alive to the app) per config
+//! snapshot; bodies stream through in both directions. Failures map to the
+//! public error shape: app unreachable → 503 within the connect timeout, a
+//! body over the limit → 413, anything else → 502. The cause goes to the
+//! log with the request id, never to the client.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use crate::body::{ProxyBody, UpstreamBody, is_body_too_large};
+use crate::error::Reject;
+use crate::layers::headers::X_REQUEST_ID;
+use crate::state::Shared;
+
+pub type Upstream = Client<HttpConnector, UpstreamBody>;
+
+/// A pooled keep-alive client to the app.
+pub fn upstream_client(connect_timeout: Duration) -> Upstream {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+impl Service<Request<UpstreamBody>> for Proxy {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = ProxyFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<UpstreamBody>) -> ProxyFuture {
+        let snap = self.shared.live.load();
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(snap.app_authority.clone());
+        parts.path_and_query =
+            Some(req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path are set");
+        // Whatever the client spoke, the app hop is HTTP/1.1 keep-alive.
+        *req.version_mut() = Version::HTTP_11;
+        let request_id = req.headers().get(&X_REQUEST_ID).cloned();
+        ProxyFuture { fut: snap.upstream.request(req), request_id }
+    }
+}
+
+pin_project! {
+    #[derive(Debug)]
+    pub struct ProxyFuture {
+        #[pin]
+        fut: ResponseFuture,
+        request_id: Option<HeaderValue>,
+    }
+}
+
+impl Future for ProxyFuture {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(Ok(match std::task::ready!(this.fut.poll(cx)) {
+            Ok(res) => res.map(ProxyBody::Upstream),
+            Err(e) => {
+                let reject = if e.is_connect() {
+                    Reject::AppUnavailable
+                } else if is_body_too_large(&e) {
+                    Reject::BodyTooLarge
+                } else {
+                    Reject::BadGateway
+                };
+                if reject != Reject::BodyTooLarge {
+                    tracing::warn!(
+                        request_id = ?this.request_id,
+                        error = %ErrorChain(&e),
+                        status = reject.status().as_u16(),
+                        "app request failed"
+                    );
+                }
+                reject.response(None)
+            }
+        }))
+    }
+}
+
+/// Displays an error with its sources, `a: b: c`.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! The state shared by the request path and the background tasks.
+//!
+//! `Shared` lives for the whole process. Its `live` field holds the current
+//! `Snapshot` (config, client table, TLS acceptor, upstream pool) behind an
+//! `ArcSwap`: requests load it without a lock, and a reload swaps in a new
+//! one atomically while requests that began under the old one finish with it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use http::uri::Authority;
+use prometheus::IntCounter;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
+use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
+
+use crate::components::Components;
+use crate::config::{Config, ConfigErrors, Loaded, Rate};
+use crate::layers::throttle::TokenBucket;
+use crate::migration::MigrationTable;
+use crate::observe::{AccessLogWriter, Metrics};
+use crate::proxy::{Upstream, upstream_client};
+
+/// A configured client, ready for the request path.
+#[derive(Debug)]
+pub struct ClientEntry {
+    pub id: Arc<str>,
+    /// The `x-paymesh-client` value, built once.
+    pub header: HeaderValue,
+    key_sha256: Option<[u8; 32]>,
+    pub rate: Rate,
+    pub bucket: Arc<TokenBucket>,
+    /// `paymesh_throttled_total{client}`, resolved once.
+    pub throttled: IntCounter,
+    pub cert_names: Vec<String>,
+}
+
+/// The client table of one config.
+#[derive(Debug)]
+pub struct Clients {
+    entries: Vec<Arc<ClientEntry>>,
+}
+
+impl Clients {
+    fn build(config: &Config, metrics: &Metrics, previous: Option<&Clients>) -> Self {
+        let entries = config
+            .clients
+            .iter()
+            .map(|c| {
+                // Keep a client's bucket across reloads unless its rate
+                // changed, so a reload is not a free burst.
+                let bucket = previous
+                    .and_then(|p| p.by_id(&c.id))
+                    .filter(|old| old.rate == c.rate)
+                    .map(|old| old.bucket.clone())
+                    .unwrap_or_else(|| Arc::new(TokenBucket::new(c.rate)));
+                Arc::new(ClientEntry {
+                    id: Arc::from(c.id.as_str()),
+                    header: HeaderValue::from_str(&c.id).expect("validated client id"),
+                    key_sha256: c.api_key_sha256,
+                    rate: c.rate,
+                    bucket,
+                    throttled: metrics.throttled_for(&c.id),
+                    cert_names: c.cert_names.clone(),
+                })
+            })
+            .collect();
+        Self { entries }
+    }
+
+    /// The client whose key hashes to `digest`. Every configured hash is
+    /// compared in constant time, whether or not an earlier one matched.
+    pub fn by_key_digest(&self, digest: &[u8; 32]) -> Option<&Arc<ClientEntry>> {
+        let mut found = 0u32; // index + 1; 0 = none
+        for (i, e) in self.entries.iter().enumerate() {
+            let Some(h) = &e.key_sha256 else { continue };
+            let eq = h.ct_eq(digest);
+            found = u32::conditional_select(&found, &(i as u32 + 1), eq);
+        }
+        found.checked_sub(1).map(|i| &self.entries[i as usize])
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Arc<ClientEntry>> {
+        self.entries.iter().find(|e| &*e.id == id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<ClientEntry>> {
+        self.entries.iter()
+    }
+}
+
+/// Everything that a config reload replaces at once.
+pub struct Snapshot {
+    pub config: Config,
+    /// Bumped on each successful reload; 1 for the file loaded at start.
+    pub version: u64,
+    pub sha256: [u8; 32],
+    pub loaded_at: SystemTime,
+    pub clients: Clients,
+    pub tls: Option<TlsAcceptor>,
+    pub app_authority: Authority,
+    pub upstream: Upstream,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.version)
+            .field("config", &self.config)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    pub fn build(
+        loaded: Loaded,
+        version: u64,
+        metrics: &Metrics,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, ConfigErrors> {
+        let config = loaded.config;
+        let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let clients = Clients::build(&config, metrics, previous.map(|p| &p.clients));
+        let app_authority =
+            Authority::try_from(config.app.to_string()).map_err(|e| ConfigErrors::one("app", e.to_string()))?;
+        // Reuse the pool (and its warm keep-alive connections) unless the
+        // connect timeout changed.
+        let upstream = match previous {
+            Some(p) if p.config.limits.connect_timeout == config.limits.connect_timeout => p.upstream.clone(),
+            _ => upstream_client(config.limits.connect_timeout),
+        };
+        Ok(Self {
+            config,
+            version,
+            sha256: loaded.sha256,
+            loaded_at: SystemTime::now(),
+            clients,
+            tls,
+            app_authority,
+            upstream,
+        })
+    }
+}
+
+/// Process-wide state.
+#[derive(Debug)]
+pub struct Shared {
+    pub live: ArcSwap<Snapshot>,
+    pub migration: MigrationTable,
+    pub components: Components,
+    pub metrics: Metrics,
+    pub access_log: AccessLogWriter,
+    /// Requests admitted past `limits.max_inflight`'s check.
+    pub inflight: AtomicU32,
+    /// Last result of the background `/healthz` probe of the app.
+    pub app_reachable: AtomicBool,
+    pub draining: AtomicBool,
+    /// Wakes the reload task (`POST /admin/reload`).
+    pub reload: Notify,
+    pub config_path: Option<PathBuf>,
+}

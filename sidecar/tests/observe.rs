@@ -1,0 +1,134 @@
+//! What operators see: access-log lines and Prometheus metrics.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use http::{Method, StatusCode};
+use paymesh_sidecar::components::Component;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_are_json_with_every_field() {
+    let app = upstream().await;
+    let mut sc = sidecar(&config_yaml(app.addr, "")).await;
+    assert_eq!(charge(&sc, CHECKOUT_KEY, "k1").await.status, StatusCode::CREATED);
+    assert_eq!(charge(&sc, "sk_bad", "k2").await.status, StatusCode::UNAUTHORIZED);
+    let log = sc.access_log_path();
+    sc.stop().await; // flushes the writer
+    let text = std::fs::read_to_string(log).unwrap();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let fields = [
+        "time",
+        "request_id",
+        "client",
+        "method",
+        "feature",
+        "route",
+        "status",
+        "duration_us",
+        "bytes_in",
+        "bytes_out",
+    ];
+    for l in &lines {
+        let keys: BTreeSet<&str> = l.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys, fields.into_iter().collect(), "{l}");
+        assert!(humantime::parse_rfc3339(l["time"].as_str().unwrap()).is_ok());
+        assert!(l["duration_us"].is_u64() && l["bytes_out"].as_u64().unwrap() > 0);
+    }
+    let ok = lines.iter().find(|l| l["status"] == 201).unwrap();
+    assert_eq!(ok["client"], "checkout");
+    assert_eq!(ok["method"], "POST");
+    assert_eq!(ok["feature"], "charge");
+    assert_eq!(ok["route"], "legacy");
+    assert_eq!(ok["bytes_in"], 52);
+    let refused = lines.iter().find(|l| l["status"] == 401).unwrap();
+    assert!(refused["client"].is_null());
+    assert_eq!(refused["route"], "none");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shed_access_log_writes_nothing() {
+    let app = upstream().await;
+    let mut sc = sidecar(&config_yaml(app.addr, "")).await;
+    sc.running().shared.components.set(Component::AccessLog, false);
+    assert_eq!(charge(&sc, CHECKOUT_KEY, "k1").await.status, StatusCode::CREATED);
+    sc.running().shared.components.set(Component::AccessLog, true);
+    assert_eq!(charge(&sc, CHECKOUT_KEY, "k2").await.status, StatusCode::CREATED);
+    let log = sc.access_log_path();
+    sc.stop().await;
+    assert_eq!(std::fs::read_to_string(log).unwrap().lines().count(), 1);
+}
+
+/// Label values allowed per label name: bounded sets, nothing from requests.
+fn allowed(label: &str, value: &str) -> bool {
+    match label {
+        "feature" => ["charge", "refund", "disbursement", "other"].contains(&value),
+        "route" => ["legacy", "orchestration", "none"].contains(&value),
+        "code" => ["1xx", "2xx", "3xx", "4xx", "5xx"].contains(&value),
+        "client" => ["checkout", "payouts"].contains(&value),
+        "component" => ["access_log", "detailed_metrics", "tracing", "profiling"].contains(&value),
+        "le" => true,
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_families_are_present_with_bounded_labels() {
+    let app = upstream().await;
+    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    assert_eq!(charge(&sc, CHECKOUT_KEY, "k").await.status, StatusCode::CREATED);
+    // A request whose path and headers would blow up labels if used.
+    let auth = format!("Bearer {CHECKOUT_KEY}");
+    send(Method::GET, &sc.url("/v1/charges/ch_unique_123?x=1"), &[("authorization", &auth)], "").await;
+    for _ in 0..3 {
+        charge(&sc, PAYOUTS_KEY, "p").await;
+    }
+    let res = get(&sc.admin_url("/metrics")).await;
+    assert!(res.header("content-type").unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(res.body.to_vec()).unwrap();
+    for family in [
+        "paymesh_requests_total",
+        "paymesh_request_duration_seconds",
+        "paymesh_throttled_total",
+        "paymesh_inflight_requests",
+        "paymesh_migration_percent",
+        "paymesh_component_enabled",
+        "paymesh_access_log_dropped_total",
+        "paymesh_config_reloads_total",
+        "paymesh_config_reload_errors_total",
+    ] {
+        assert!(text.contains(&format!("# TYPE {family} ")), "{family} missing");
+    }
+    assert_eq!(metric(&text, r#"paymesh_requests_total{code="2xx",feature="charge",route="legacy"}"#), Some(4.0));
+    assert_eq!(metric(&text, r#"paymesh_requests_total{code="4xx",feature="charge",route="none"}"#), Some(1.0));
+    assert_eq!(metric(&text, r#"paymesh_throttled_total{client="payouts"}"#), Some(1.0));
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((_, labels)) = line.split_once('{') else { continue };
+        let labels = labels.split_once('}').unwrap().0;
+        for pair in labels.split(',') {
+            let (k, v) = pair.split_once('=').unwrap();
+            assert!(allowed(k, v.trim_matches('"')), "unbounded label in {line}");
+        }
+    }
+    assert!(!text.contains("ch_unique_123"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detailed_metrics_can_be_shed() {
+    let app = upstream().await;
+    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    sc.running().shared.components.set(Component::DetailedMetrics, false);
+    charge(&sc, CHECKOUT_KEY, "k").await;
+    let text = String::from_utf8(get(&sc.admin_url("/metrics")).await.body.to_vec()).unwrap();
+    let hist = r#"paymesh_request_duration_seconds_count{feature="charge",route="legacy"}"#;
+    assert_eq!(metric(&text, hist), Some(0.0));
+    assert_eq!(
+        metric(&text, r#"paymesh_requests_total{code="2xx",feature="charge",route="legacy"}"#),
+        Some(1.0),
+        "plain counters stay"
+    );
+    assert_eq!(metric(&text, r#"paymesh_component_enabled{component="detailed_metrics"}"#), Some(0.0));
+}
