@@ -45,3 +45,9 @@ test-charts: build
 
 clean-run:
 	rm -rf target/run
+
+## bench: the sidecar against Envoy and against no proxy, one run, report
+## and chart in target/bench/ (installs Envoy, wrk and oha when missing).
+## BENCH_SMOKE=1 for a tiny load; see bench/README.md for the other knobs.
+bench: deps
+	JOBS=$(JOBS) python3 bench/harness/bench.py

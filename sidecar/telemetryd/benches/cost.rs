@@ -20,13 +20,8 @@ use nix::unistd::{Pid, SysconfVar, sysconf};
 use paymesh_telemetryd::TelemetrySnapshot;
 
 fn main() {
-    let seconds: u64 = std::env::var("COST_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
-    let ticks_per_second = sysconf(SysconfVar::CLK_TCK)
-        .expect("sysconf")
-        .expect("CLK_TCK") as f64;
+    let seconds: u64 = std::env::var("COST_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let ticks_per_second = sysconf(SysconfVar::CLK_TCK).expect("sysconf").expect("CLK_TCK") as f64;
 
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("telemetry.json");
@@ -62,12 +57,8 @@ fn main() {
     let hwm_kb = status_kb(pid, "VmHWM");
     let (anon_kb, file_kb) = (status_kb(pid, "RssAnon"), status_kb(pid, "RssFile"));
 
-    let snapshot = TelemetrySnapshot::parse(&fs::read(&out).expect("read telemetry"))
-        .expect("a valid telemetry file");
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let snapshot = TelemetrySnapshot::parse(&fs::read(&out).expect("read telemetry")).expect("a valid telemetry file");
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     let still_writing = !snapshot.is_stale(now_ms);
     stop(&mut daemon);
 
@@ -81,9 +72,7 @@ fn main() {
             ns as f64 / 1e6
         );
     }
-    println!(
-        "  cpu: {tick_percent:.3} % of one core (utime+stime: {cpu_ticks_used} ticks of 1/{ticks_per_second} s)"
-    );
+    println!("  cpu: {tick_percent:.3} % of one core (utime+stime: {cpu_ticks_used} ticks of 1/{ticks_per_second} s)");
     println!(
         "  rss: {} now ({} anonymous, {} file-backed), {} highest sampled, {} peak (VmHWM)",
         mib(rss_kb),

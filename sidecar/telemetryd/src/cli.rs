@@ -28,21 +28,11 @@ pub struct Args {
     /// A directory whose filesystem's free space to watch (repeatable; the
     /// variable takes a comma-separated list). The file reports the lowest.
     /// Default: the directory of --out.
-    #[arg(
-        long = "disk-path",
-        value_name = "DIR",
-        env = "PAYMESH_TELEMETRY_DISK_PATHS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "disk-path", value_name = "DIR", env = "PAYMESH_TELEMETRY_DISK_PATHS", value_delimiter = ',')]
     pub disk_paths: Vec<PathBuf>,
 
     /// Where the daemon's own cgroup v2 is mounted.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "PAYMESH_TELEMETRY_CGROUP_ROOT",
-        default_value = "/sys/fs/cgroup"
-    )]
+    #[arg(long, value_name = "DIR", env = "PAYMESH_TELEMETRY_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
 
     /// Log line format (on stderr).
@@ -72,11 +62,7 @@ impl Args {
 
     /// The directories whose free space is watched.
     pub fn disk_paths(&self) -> Vec<PathBuf> {
-        if self.disk_paths.is_empty() {
-            vec![self.out_dir().to_path_buf()]
-        } else {
-            self.disk_paths.clone()
-        }
+        if self.disk_paths.is_empty() { vec![self.out_dir().to_path_buf()] } else { self.disk_paths.clone() }
     }
 }
 
@@ -87,10 +73,7 @@ const MIN_INTERVAL: Duration = Duration::from_millis(10);
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if interval < MIN_INTERVAL {
-        return Err(format!(
-            "must be at least {}",
-            humantime::format_duration(MIN_INTERVAL)
-        ));
+        return Err(format!("must be at least {}", humantime::format_duration(MIN_INTERVAL)));
     }
     Ok(interval)
 }
@@ -120,15 +103,8 @@ mod tests {
 
     #[test]
     fn disk_paths_repeat_or_split_on_commas() {
-        let args = parse(&[
-            "--out=/run/t.json",
-            "--disk-path=/var/lib/paymesh,/var/log",
-            "--disk-path=/data",
-        ])
-        .unwrap();
-        let expected: Vec<PathBuf> = ["/var/lib/paymesh", "/var/log", "/data"]
-            .map(PathBuf::from)
-            .into();
+        let args = parse(&["--out=/run/t.json", "--disk-path=/var/lib/paymesh,/var/log", "--disk-path=/data"]).unwrap();
+        let expected: Vec<PathBuf> = ["/var/lib/paymesh", "/var/log", "/data"].map(PathBuf::from).into();
         assert_eq!(args.disk_paths(), expected);
     }
 

@@ -52,11 +52,7 @@ pub enum TelemetryError {
     Malformed(#[from] serde_json::Error),
     /// Well-formed, but a reading is impossible.
     #[error("invalid telemetry: `{field}` is {value}, expected {expected}")]
-    Invalid {
-        field: &'static str,
-        value: f64,
-        expected: &'static str,
-    },
+    Invalid { field: &'static str, value: f64, expected: &'static str },
 }
 
 impl TelemetrySnapshot {
@@ -97,27 +93,15 @@ impl TelemetrySnapshot {
 }
 
 fn check_percent(field: &'static str, value: f64) -> Result<(), TelemetryError> {
-    if (0.0..=100.0).contains(&value) {
-        Ok(())
-    } else {
-        Err(invalid(field, value, "a percent in [0, 100]"))
-    }
+    if (0.0..=100.0).contains(&value) { Ok(()) } else { Err(invalid(field, value, "a percent in [0, 100]")) }
 }
 
 fn check_load(field: &'static str, value: f64) -> Result<(), TelemetryError> {
-    if value.is_finite() && value >= 0.0 {
-        Ok(())
-    } else {
-        Err(invalid(field, value, "a finite load average >= 0"))
-    }
+    if value.is_finite() && value >= 0.0 { Ok(()) } else { Err(invalid(field, value, "a finite load average >= 0")) }
 }
 
 fn invalid(field: &'static str, value: f64, expected: &'static str) -> TelemetryError {
-    TelemetryError::Invalid {
-        field,
-        value,
-        expected,
-    }
+    TelemetryError::Invalid { field, value, expected }
 }
 
 #[cfg(test)]
@@ -145,13 +129,7 @@ mod tests {
         let snapshot = good();
         assert_eq!(snapshot.cpus, 2);
         assert_eq!(snapshot.cpu_percent, 42.5);
-        assert_eq!(
-            snapshot.cgroup,
-            Some(CgroupUsage {
-                cpu_percent_of_limit: 55.0,
-                mem_percent_of_limit: 40.2
-            })
-        );
+        assert_eq!(snapshot.cgroup, Some(CgroupUsage { cpu_percent_of_limit: 55.0, mem_percent_of_limit: 40.2 }));
     }
 
     #[test]
@@ -163,14 +141,8 @@ mod tests {
 
     #[test]
     fn null_cgroup_is_no_limits() {
-        let text = GOOD.replace(
-            r#"{"cpu_percent_of_limit": 55.0, "mem_percent_of_limit": 40.2}"#,
-            "null",
-        );
-        assert_eq!(
-            TelemetrySnapshot::parse(text.as_bytes()).unwrap().cgroup,
-            None
-        );
+        let text = GOOD.replace(r#"{"cpu_percent_of_limit": 55.0, "mem_percent_of_limit": 40.2}"#, "null");
+        assert_eq!(TelemetrySnapshot::parse(text.as_bytes()).unwrap().cgroup, None);
     }
 
     #[test]
@@ -213,41 +185,18 @@ mod tests {
     #[test]
     fn rejects_out_of_range_readings() {
         let cases = [
-            (
-                r#""cpu_percent": 42.5"#,
-                r#""cpu_percent": 100.5"#,
-                "cpu_percent",
-            ),
-            (
-                r#""cpu_percent": 42.5"#,
-                r#""cpu_percent": -1"#,
-                "cpu_percent",
-            ),
+            (r#""cpu_percent": 42.5"#, r#""cpu_percent": 100.5"#, "cpu_percent"),
+            (r#""cpu_percent": 42.5"#, r#""cpu_percent": -1"#, "cpu_percent"),
             (r#""load15": 0.5"#, r#""load15": -0.5"#, "load15"),
-            (
-                r#""disk_free_percent": 71.0"#,
-                r#""disk_free_percent": 1e3"#,
-                "disk_free_percent",
-            ),
-            (
-                r#""mem_percent_of_limit": 40.2"#,
-                r#""mem_percent_of_limit": 400"#,
-                "cgroup.mem_percent_of_limit",
-            ),
-            (
-                r#""interval_ms": 1000"#,
-                r#""interval_ms": 0"#,
-                "interval_ms",
-            ),
+            (r#""disk_free_percent": 71.0"#, r#""disk_free_percent": 1e3"#, "disk_free_percent"),
+            (r#""mem_percent_of_limit": 40.2"#, r#""mem_percent_of_limit": 400"#, "cgroup.mem_percent_of_limit"),
+            (r#""interval_ms": 1000"#, r#""interval_ms": 0"#, "interval_ms"),
             (r#""cpus": 2"#, r#""cpus": 0"#, "cpus"),
         ];
         for (from, to, field) in cases {
             let text = GOOD.replace(from, to);
             let err = TelemetrySnapshot::parse(text.as_bytes()).unwrap_err();
-            assert!(
-                matches!(err, TelemetryError::Invalid { field: f, .. } if f == field),
-                "{to}: {err}"
-            );
+            assert!(matches!(err, TelemetryError::Invalid { field: f, .. } if f == field), "{to}: {err}");
             assert!(err.to_string().contains(field), "{err}");
         }
     }

@@ -59,10 +59,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut next = Instant::now() + args.interval.min(FIRST_SAMPLE_DELAY);
     let mut failures = 0_u64;
     loop {
-        if let Some(signal) = shutdown
-            .wait_until(next)
-            .context("waiting for the next sample")?
-        {
+        if let Some(signal) = shutdown.wait_until(next).context("waiting for the next sample")? {
             info!(%signal, "stopping");
             return Ok(());
         }
@@ -93,10 +90,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 fn tick(file: &TelemetryFile, sampler: &mut Sampler) -> anyhow::Result<()> {
-    if file
-        .ensure_dir()
-        .with_context(|| format!("recreating {}", file.dir().display()))?
-    {
+    if file.ensure_dir().with_context(|| format!("recreating {}", file.dir().display()))? {
         warn!(dir = %file.dir().display(), "output directory had vanished; recreated it");
     }
     let snapshot = sampler.sample()?;

@@ -20,17 +20,11 @@ pub struct TelemetryFile {
 
 impl TelemetryFile {
     pub fn new(path: &Path, dir: &Path) -> anyhow::Result<Self> {
-        let name = path
-            .file_name()
-            .with_context(|| format!("--out {} does not name a file", path.display()))?;
+        let name = path.file_name().with_context(|| format!("--out {} does not name a file", path.display()))?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
         tmp_name.push(".tmp");
-        Ok(Self {
-            path: path.to_path_buf(),
-            dir: dir.to_path_buf(),
-            tmp: dir.join(tmp_name),
-        })
+        Ok(Self { path: path.to_path_buf(), dir: dir.to_path_buf(), tmp: dir.join(tmp_name) })
     }
 
     pub fn dir(&self) -> &Path {
@@ -56,19 +50,15 @@ impl TelemetryFile {
     }
 
     fn replace(&self, bytes: &[u8]) -> anyhow::Result<()> {
-        let mut tmp =
-            File::create(&self.tmp).with_context(|| format!("creating {}", self.tmp.display()))?;
+        let mut tmp = File::create(&self.tmp).with_context(|| format!("creating {}", self.tmp.display()))?;
         tmp.write_all(bytes)
             .and_then(|()| tmp.sync_all())
             .with_context(|| format!("writing {}", self.tmp.display()))?;
         drop(tmp);
-        fs::rename(&self.tmp, &self.path).with_context(|| {
-            format!("renaming {} to {}", self.tmp.display(), self.path.display())
-        })?;
+        fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("renaming {} to {}", self.tmp.display(), self.path.display()))?;
         // The rename is only durable once the directory entry is.
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .with_context(|| format!("syncing {}", self.dir.display()))
+        File::open(&self.dir).and_then(|dir| dir.sync_all()).with_context(|| format!("syncing {}", self.dir.display()))
     }
 }
 
@@ -100,10 +90,7 @@ mod tests {
 
         let written = fs::read(&path).unwrap();
         assert_eq!(TelemetrySnapshot::parse(&written).unwrap(), snapshot());
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["telemetry.json"]);
     }
 

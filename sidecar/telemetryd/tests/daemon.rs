@@ -38,28 +38,17 @@ struct Daemon {
 impl Daemon {
     fn start(out: &Path, extra: &[&str]) -> Self {
         let mut command = Command::new(BIN);
-        command
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .arg("--out")
-            .arg(out)
-            .args(extra)
-            .stdout(Stdio::null());
+        command.env_clear().env("RUST_LOG", "warn").arg("--out").arg(out).args(extra).stdout(Stdio::null());
         Self::spawn(&mut command, out)
     }
 
     fn spawn(command: &mut Command, out: &Path) -> Self {
-        Self {
-            child: command.spawn().expect("start paymesh-telemetryd"),
-            out: out.to_path_buf(),
-        }
+        Self { child: command.spawn().expect("start paymesh-telemetryd"), out: out.to_path_buf() }
     }
 
     /// The next valid snapshot on disk.
     fn snapshot(&self) -> TelemetrySnapshot {
-        eventually("a valid telemetry file", || {
-            TelemetrySnapshot::parse(&fs::read(&self.out).ok()?).ok()
-        })
+        eventually("a valid telemetry file", || TelemetrySnapshot::parse(&fs::read(&self.out).ok()?).ok())
     }
 
     fn signal(&mut self, signal: Signal) -> ExitStatus {
@@ -76,18 +65,11 @@ impl Drop for Daemon {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 fn run_with(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .env_clear()
-        .args(args)
-        .output()
-        .expect("run paymesh-telemetryd")
+    Command::new(BIN).env_clear().args(args).output().expect("run paymesh-telemetryd")
 }
 
 #[test]
@@ -135,10 +117,7 @@ fn reads_a_cgroup_with_limits() {
     for (name, text) in [
         ("cgroup.controllers", "cpuset cpu io memory pids\n"),
         ("cpu.max", "50000 100000\n"),
-        (
-            "cpu.stat",
-            "usage_usec 1000\nuser_usec 600\nsystem_usec 400\n",
-        ),
+        ("cpu.stat", "usage_usec 1000\nuser_usec 600\nsystem_usec 400\n"),
         ("memory.max", "1073741824\n"),
         ("memory.current", "268435456\n"),
     ] {
@@ -149,10 +128,7 @@ fn reads_a_cgroup_with_limits() {
     let root = cgroup.path().to_str().unwrap();
     let daemon = Daemon::start(&out, &["--interval", "100ms", "--cgroup-root", root]);
 
-    let usage = daemon
-        .snapshot()
-        .cgroup
-        .expect("readings against the limits");
+    let usage = daemon.snapshot().cgroup.expect("readings against the limits");
     assert_eq!(
         usage,
         CgroupUsage {
@@ -195,14 +171,8 @@ fn sigterm_and_sigint_exit_zero_mid_interval() {
 fn bad_flags_fail_with_a_message() {
     let cases: [(&[&str], &str); 3] = [
         (&[], "--out"),
-        (
-            &["--out", "/tmp/t.json", "--interval", "soon"],
-            "--interval",
-        ),
-        (
-            &["--out", "/tmp/t.json", "--log-format", "xml"],
-            "--log-format",
-        ),
+        (&["--out", "/tmp/t.json", "--interval", "soon"], "--interval"),
+        (&["--out", "/tmp/t.json", "--log-format", "xml"], "--log-format"),
     ];
     for (args, flag) in cases {
         let output = run_with(args);
@@ -221,10 +191,7 @@ fn flags_come_from_the_environment_too() {
             .env_clear()
             .env("PAYMESH_TELEMETRY_OUT", &out)
             .env("PAYMESH_TELEMETRY_INTERVAL", "300ms")
-            .env(
-                "PAYMESH_TELEMETRY_DISK_PATHS",
-                format!("{},/", dir.path().display()),
-            )
+            .env("PAYMESH_TELEMETRY_DISK_PATHS", format!("{},/", dir.path().display()))
             .env("PAYMESH_LOG_FORMAT", "json")
             .stderr(Stdio::piped()),
         &out,

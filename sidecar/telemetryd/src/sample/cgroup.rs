@@ -29,10 +29,7 @@ pub struct Cgroup {
 
 impl Cgroup {
     pub fn new(root: PathBuf) -> Self {
-        Self {
-            root,
-            last_usage: None,
-        }
+        Self { root, last_usage: None }
     }
 
     /// Reads the usage and the limits. `None` without cgroup v2 or without
@@ -63,11 +60,7 @@ impl Cgroup {
         let cpus = cpu_limit.unwrap_or(host.cpus);
         let elapsed_usec = now.duration_since(last_at).as_micros() as f64;
         let used_usec = usage_usec.saturating_sub(last_usec) as f64;
-        let cpu_percent = if elapsed_usec > 0.0 {
-            used_usec * 100.0 / (elapsed_usec * cpus)
-        } else {
-            0.0
-        };
+        let cpu_percent = if elapsed_usec > 0.0 { used_usec * 100.0 / (elapsed_usec * cpus) } else { 0.0 };
 
         let mem_limit = mem_limit.unwrap_or(host.mem_bytes);
         let current = parse_bytes("memory.current", &self.read("memory.current")?)?;
@@ -137,9 +130,7 @@ fn parse_memory_max(text: &str) -> anyhow::Result<Option<u64>> {
 }
 
 fn parse_bytes(file: &str, text: &str) -> anyhow::Result<u64> {
-    text.trim()
-        .parse()
-        .with_context(|| format!("{file}: expected a byte count, got {text:?}"))
+    text.trim().parse().with_context(|| format!("{file}: expected a byte count, got {text:?}"))
 }
 
 fn parse_usage_usec(cpu_stat: &str) -> anyhow::Result<u64> {
@@ -150,11 +141,7 @@ fn parse_usage_usec(cpu_stat: &str) -> anyhow::Result<u64> {
 fn stat_field(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let (k, v) = line.split_once(' ')?;
-        if k == key {
-            v.trim().parse().ok()
-        } else {
-            None
-        }
+        if k == key { v.trim().parse().ok() } else { None }
     })
 }
 
@@ -175,14 +162,7 @@ mod tests {
         assert_eq!(parse_cpu_max("max\n").unwrap(), None);
         assert_eq!(parse_cpu_max("50000 100000\n").unwrap(), Some(0.5));
         assert_eq!(parse_cpu_max("200000 100000").unwrap(), Some(2.0));
-        for bad in [
-            "",
-            "half 100000",
-            "50000",
-            "50000 0",
-            "0 100000",
-            "-1 100000",
-        ] {
+        for bad in ["", "half 100000", "50000", "50000 0", "0 100000", "-1 100000"] {
             assert!(parse_cpu_max(bad).is_err(), "{bad:?}");
         }
     }
@@ -220,10 +200,7 @@ mod tests {
         dir
     }
 
-    const HOST: HostCapacity = HostCapacity {
-        cpus: 2.0,
-        mem_bytes: 4 << 30,
-    };
+    const HOST: HostCapacity = HostCapacity { cpus: 2.0, mem_bytes: 4 << 30 };
 
     #[test]
     fn no_cgroup_v2_means_none() {

@@ -35,10 +35,7 @@ impl MemInfo {
         if total_kb == 0 {
             bail!("/proc/meminfo: MemTotal is 0");
         }
-        Ok(Self {
-            total_kb,
-            available_kb: field("MemAvailable")?,
-        })
+        Ok(Self { total_kb, available_kb: field("MemAvailable")? })
     }
 
     pub fn used_percent(&self) -> f64 {
@@ -52,8 +49,7 @@ impl MemInfo {
 pub fn disk_free_percent(paths: &[PathBuf]) -> anyhow::Result<f64> {
     let mut lowest = 100.0_f64;
     for path in paths {
-        let stat =
-            statvfs(path.as_path()).with_context(|| format!("statvfs {}", path.display()))?;
+        let stat = statvfs(path.as_path()).with_context(|| format!("statvfs {}", path.display()))?;
         if stat.blocks() == 0 {
             bail!("{} is on a filesystem without blocks", path.display());
         }
@@ -78,13 +74,7 @@ Cached:          1041408 kB
     #[test]
     fn meminfo_used_excludes_what_is_available() {
         let info = MemInfo::parse(MEMINFO).unwrap();
-        assert_eq!(
-            info,
-            MemInfo {
-                total_kb: 24684544,
-                available_kb: 18513408
-            }
-        );
+        assert_eq!(info, MemInfo { total_kb: 24684544, available_kb: 18513408 });
         assert_eq!(info.used_percent(), 25.0);
     }
 

@@ -30,12 +30,7 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(interval: Duration, disk_paths: Vec<PathBuf>, cgroup_root: PathBuf) -> Self {
-        Self {
-            interval,
-            disk_paths,
-            last_cpu: None,
-            cgroup: Cgroup::new(cgroup_root),
-        }
+        Self { interval, disk_paths, last_cpu: None, cgroup: Cgroup::new(cgroup_root) }
     }
 
     /// Takes the CPU counters that the first snapshot is measured against.
@@ -49,10 +44,7 @@ impl Sampler {
     pub fn sample(&mut self) -> anyhow::Result<TelemetrySnapshot> {
         let mem = MemInfo::parse(&read("/proc/meminfo")?)?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let host = HostCapacity {
-            cpus: f64::from(cpus),
-            mem_bytes: mem.total_kb.saturating_mul(1024),
-        };
+        let host = HostCapacity { cpus: f64::from(cpus), mem_bytes: mem.total_kb.saturating_mul(1024) };
         // Both CPU counters are read, and both baselines moved on, before
         // either can fail the sample: the two figures keep measuring the
         // same span of time.
@@ -60,17 +52,13 @@ impl Sampler {
         let last_cpu = self.last_cpu.replace(cpu);
         let cgroup = self.cgroup.sample(host);
         let last_cpu = last_cpu.context("no earlier CPU reading to measure against yet")?;
-        let cpu_percent = cpu
-            .busy_percent_since(&last_cpu)
-            .context("no CPU ticks since the last sample")?;
+        let cpu_percent = cpu.busy_percent_since(&last_cpu).context("no CPU ticks since the last sample")?;
         let cgroup = cgroup?;
         let (load1, load5, load15) = host::load_averages()?;
         let disk_free_percent = host::disk_free_percent(&self.disk_paths)?;
 
-        let sampled_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .context("the clock is before 1970")?
-            .as_millis() as u64;
+        let sampled_at_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?.as_millis() as u64;
         Ok(TelemetrySnapshot {
             sampled_at_ms,
             interval_ms: self.interval.as_millis() as u64,
@@ -107,15 +95,8 @@ mod tests {
     #[test]
     fn samples_this_machine() {
         let dir = std::env::temp_dir();
-        let mut sampler = Sampler::new(
-            Duration::from_millis(100),
-            vec![dir.clone()],
-            dir.join("no-cgroup-here"),
-        );
-        assert!(
-            sampler.sample().is_err(),
-            "the first sample has no baseline"
-        );
+        let mut sampler = Sampler::new(Duration::from_millis(100), vec![dir.clone()], dir.join("no-cgroup-here"));
+        assert!(sampler.sample().is_err(), "the first sample has no baseline");
         // Two CPUs idle for 50 ms may still tick zero times; keep trying.
         let snapshot = (0..100)
             .find_map(|_| {

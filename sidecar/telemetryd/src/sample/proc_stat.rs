@@ -30,16 +30,10 @@ impl CpuTimes {
         // user nice system idle iowait irq softirq steal guest guest_nice:
         // guest time is already counted in user and nice, so stop at steal.
         if ticks.len() < 4 {
-            bail!(
-                "/proc/stat: `cpu` line has {} fields: {line:?}",
-                ticks.len()
-            );
+            bail!("/proc/stat: `cpu` line has {} fields: {line:?}", ticks.len());
         }
         let counted = &ticks[..ticks.len().min(8)];
-        Ok(Self {
-            total: counted.iter().sum(),
-            idle: counted[3] + counted.get(4).copied().unwrap_or(0),
-        })
+        Ok(Self { total: counted.iter().sum(), idle: counted[3] + counted.get(4).copied().unwrap_or(0) })
     }
 
     /// Percent of CPU time spent busy between `earlier` and `self`, or
@@ -72,13 +66,7 @@ btime 1764000000
     #[test]
     fn parses_the_aggregate_line() {
         let times = CpuTimes::parse(STAT).unwrap();
-        assert_eq!(
-            times,
-            CpuTimes {
-                total: 4705 + 356 + 584 + 3699176 + 23 + 6 + 7,
-                idle: 3699176 + 23,
-            }
-        );
+        assert_eq!(times, CpuTimes { total: 4705 + 356 + 584 + 3699176 + 23 + 6 + 7, idle: 3699176 + 23 });
     }
 
     #[test]
@@ -102,35 +90,20 @@ btime 1764000000
 
     #[test]
     fn busy_percent_is_the_busy_share_of_the_delta() {
-        let before = CpuTimes {
-            total: 1000,
-            idle: 800,
-        };
-        let after = CpuTimes {
-            total: 1200,
-            idle: 950,
-        };
+        let before = CpuTimes { total: 1000, idle: 800 };
+        let after = CpuTimes { total: 1200, idle: 950 };
         assert_eq!(after.busy_percent_since(&before), Some(25.0));
         assert_eq!(before.busy_percent_since(&before), None);
     }
 
     #[test]
     fn busy_percent_survives_counters_stepping_back() {
-        let before = CpuTimes {
-            total: 1000,
-            idle: 800,
-        };
+        let before = CpuTimes { total: 1000, idle: 800 };
         // idle grew more than total (iowait noise): fully idle, not negative.
-        let idle = CpuTimes {
-            total: 1100,
-            idle: 950,
-        };
+        let idle = CpuTimes { total: 1100, idle: 950 };
         assert_eq!(idle.busy_percent_since(&before), Some(0.0));
         // total went backwards: no ticks to judge by.
-        let back = CpuTimes {
-            total: 900,
-            idle: 700,
-        };
+        let back = CpuTimes { total: 900, idle: 700 };
         assert_eq!(back.busy_percent_since(&before), None);
     }
 }
