@@ -29,7 +29,7 @@ use tower::Service;
 use crate::components::Components;
 use crate::config::{ConfigErrors, Loaded};
 use crate::ctx::{ConnInfo, Ctx};
-use crate::migration::MigrationTable;
+use crate::migration::{MigrationSync, MigrationTable, SyncStatus};
 use crate::observe::{AccessLogWriter, Metrics};
 use crate::stack::{self, ResponseBody};
 use crate::state::{Shared, Snapshot};
@@ -90,6 +90,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     let shared = Arc::new(Shared {
         live: ArcSwap::from_pointee(snapshot),
         migration,
+        migration_sync: SyncStatus::default(),
         components: Components::default(),
         metrics,
         access_log,
@@ -108,6 +109,11 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
         admin: tokio::spawn(crate::admin::serve(admin_listener, shared.clone())),
         shutdown,
     };
+    // The cache file's percents apply before the first request; etcd's
+    // arrive in the background whenever it answers.
+    let mut sync = MigrationSync::new(shared.clone());
+    sync.load_cache();
+    tokio::spawn(sync.run());
     tokio::spawn(crate::readiness::probe_loop(shared.clone(), rx.clone()));
     tokio::spawn(crate::reload::watch(shared, rx));
     tracing::info!(

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::components::Components;
 use crate::config::{Config, ConfigErrors, Loaded, Rate};
 use crate::layers::throttle::TokenBucket;
-use crate::migration::MigrationTable;
+use crate::migration::{MigrationTable, SyncStatus};
 use crate::observe::{AccessLogWriter, Metrics};
 use crate::proxy::{Upstream, upstream_client};
 
@@ -152,6 +152,8 @@ impl Snapshot {
 pub struct Shared {
     pub live: ArcSwap<Snapshot>,
     pub migration: MigrationTable,
+    /// The etcd sync's revision and connection, for `/admin/state`.
+    pub migration_sync: SyncStatus,
     pub components: Components,
     pub metrics: Metrics,
     pub access_log: AccessLogWriter,

@@ -64,7 +64,7 @@ impl Etcd {
 impl Etcd {
     /// `etcdctl put KEY VALUE` against this server (v3 API).
     pub fn put(&self, key: &str, value: &str) {
-        self.etcdctl(&["put", key, value]);
+        self.etcdctl(&["put", "--", key, value]);
     }
 
     pub fn delete(&self, key: &str) {

@@ -12,14 +12,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const FEATURES: [&str; 3] = ["charge", "refund", "disbursement"];
 
-/// Parses a percent as the sidecar does: a finite decimal in [0, 100].
+/// Parses a percent with the sidecars' own parser, so this tool accepts
+/// exactly what they apply: a finite decimal in [0, 100], kept to basis
+/// points (two decimals).
 pub fn parse_percent(text: &str) -> anyhow::Result<f64> {
-    let trimmed = text.trim();
-    let p: f64 = trimmed.parse().with_context(|| format!("{trimmed:?} is not a number"))?;
-    if !p.is_finite() || !(0.0..=100.0).contains(&p) {
-        bail!("{trimmed} is outside [0, 100]");
+    match paymesh_sidecar::migration::parse_percent(text) {
+        Ok(basis_points) => Ok(f64::from(basis_points) / 100.0),
+        Err(e) => bail!(e),
     }
-    Ok(p)
 }
 
 pub fn check_feature(feature: &str) -> anyhow::Result<()> {
@@ -148,6 +148,7 @@ mod tests {
     #[test]
     fn percents_are_finite_and_in_range() {
         assert_eq!(parse_percent("12.5").unwrap(), 12.5);
+        assert_eq!(parse_percent("33.333").unwrap(), 33.33);
         assert_eq!(parse_percent(" 100 ").unwrap(), 100.0);
         assert_eq!(parse_percent("0").unwrap(), 0.0);
         for bad in ["", "abc", "-1", "100.01", "NaN", "inf", "1e3", "50%"] {

@@ -63,6 +63,11 @@ pub fn render(shared: &Shared) -> String {
         },
         "clients": clients,
         "migration": migration,
+        "etcd": {
+            "endpoints": config.migration.etcd_endpoints,
+            "connected": shared.migration_sync.connected.load(Ordering::Relaxed),
+            "revision": shared.migration_sync.revision.load(Ordering::Relaxed),
+        },
         "components": components,
         "ready": {
             "app_reachable": shared.app_reachable.load(Ordering::Relaxed),

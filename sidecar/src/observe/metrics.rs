@@ -29,6 +29,7 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     pub config_reloads: IntCounter,
     pub config_reload_errors: IntCounter,
+    pub migration_config_errors: IntCounter,
 }
 
 impl Metrics {
@@ -88,8 +89,14 @@ impl Metrics {
             "Configuration reloads refused because the new file was invalid.",
         )
         .expect("valid metric");
+        let migration_config_errors = IntCounter::new(
+            "paymesh_migration_config_errors_total",
+            "Migration values from etcd refused as invalid (the last good value stayed).",
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests_vec) as Box<dyn prometheus::core::Collector>,
+            Box::new(migration_config_errors.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests_vec),
             Box::new(durations_vec),
             Box::new(throttled.clone()),
             Box::new(percent_vec),
@@ -112,6 +119,7 @@ impl Metrics {
             access_log_dropped,
             config_reloads,
             config_reload_errors,
+            migration_config_errors,
         }
     }
 

@@ -1,0 +1,310 @@
+//! Keeps the [`MigrationTable`] in step with etcd, off the request path.
+//!
+//! At start the table holds the last-known-good cache file's percents (else
+//! the configured defaults), so the sidecar serves at once whether or not
+//! etcd is up. A background task then reads `<prefix>/migration/` whole at
+//! a fresh revision and watches it from the next one; every applied change
+//! is written back to the cache file atomically. After any error — etcd
+//! down, a broken stream, a compaction — it reconnects with capped backoff
+//! and reads the whole prefix again, so no update is ever missed.
+//!
+//! A value that is not a number in [0, 100] is refused: the last good value
+//! stays, and the refusal is logged and counted. A deleted key falls back
+//! to the configured default. Requests never wait on any of this.
+
+use super::{Feature, Source};
+use crate::state::Shared;
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What `/admin/state` shows of the sync.
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    /// etcd revision of the last applied snapshot or change; 0 before any.
+    pub revision: AtomicI64,
+    pub connected: AtomicBool,
+}
+
+/// Parses an etcd value: a finite decimal percent in [0, 100], as basis
+/// points (`12.5` → 1250).
+pub fn parse_percent(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    match t.parse::<f64>() {
+        Ok(p) if p.is_finite() && (0.0..=100.0).contains(&p) => Ok((p * 100.0).round() as u32),
+        Ok(_) => Err(format!("{t:?} is outside [0, 100]")),
+        Err(_) => Err(format!("{t:?} is not a number")),
+    }
+}
+
+/// The cache file: the etcd view last applied (`None`: no key, default).
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    pub revision: i64,
+    pub charge: Option<f64>,
+    pub refund: Option<f64>,
+    pub disbursement: Option<f64>,
+}
+
+impl Cache {
+    fn slot(&mut self, f: Feature) -> Option<&mut Option<f64>> {
+        match f {
+            Feature::Charge => Some(&mut self.charge),
+            Feature::Refund => Some(&mut self.refund),
+            Feature::Disbursement => Some(&mut self.disbursement),
+            Feature::Other => None,
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Cache, String> {
+        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+        let cache: Cache = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        for (name, v) in [("charge", cache.charge), ("refund", cache.refund), ("disbursement", cache.disbursement)] {
+            if let Some(p) = v {
+                parse_percent(&p.to_string()).map_err(|e| format!("{name}: {e}"))?;
+            }
+        }
+        Ok(cache)
+    }
+
+    /// temp file, fsync, rename, fsync the directory.
+    pub fn store(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("migration")));
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// The background task's state. Where to watch and where the cache lives
+/// are fixed at start (a change needs a restart); the defaults a deleted key
+/// falls back to are read from the live config, so a reload changes them.
+#[derive(Debug)]
+pub struct MigrationSync {
+    shared: Arc<Shared>,
+    endpoints: Vec<String>,
+    prefix: String,
+    cache_file: PathBuf,
+    cache: Cache,
+}
+
+impl MigrationSync {
+    pub fn new(shared: Arc<Shared>) -> MigrationSync {
+        let cfg = &shared.live.load().config.migration;
+        MigrationSync {
+            endpoints: cfg.etcd_endpoints.clone(),
+            prefix: format!("{}/migration/", cfg.prefix.trim_end_matches('/')),
+            cache_file: cfg.cache_file.clone(),
+            cache: Cache::default(),
+            shared: shared.clone(),
+        }
+    }
+
+    fn status(&self) -> &SyncStatus {
+        &self.shared.migration_sync
+    }
+
+    /// Applies the cache file, if there is a good one: what etcd said last.
+    pub fn load_cache(&mut self) {
+        match Cache::load(&self.cache_file) {
+            Ok(cache) => {
+                for f in Feature::MIGRATING {
+                    let value = match f {
+                        Feature::Charge => cache.charge,
+                        Feature::Refund => cache.refund,
+                        _ => cache.disbursement,
+                    };
+                    if let Some(p) = value {
+                        self.shared.migration.set(f, (p * 100.0).round() as u32, Source::Cache);
+                    }
+                }
+                tracing::info!(path = %self.cache_file.display(), revision = cache.revision, "migration percents from the cache file");
+                self.status().revision.store(cache.revision, Ordering::Relaxed);
+                self.cache = cache;
+            }
+            Err(e) if self.cache_file.exists() => {
+                tracing::warn!(path = %self.cache_file.display(), error = %e, "ignoring a bad migration cache file; using defaults");
+            }
+            Err(_) => tracing::info!("no migration cache file yet; using defaults"),
+        }
+    }
+
+    /// Runs until the process ends. Without endpoints there is nothing to
+    /// watch: the cache and defaults stand.
+    pub async fn run(mut self) {
+        if self.endpoints.is_empty() {
+            tracing::info!("no etcd endpoints: migration percents are the configured defaults");
+            return;
+        }
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            let options = ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+                .with_keep_alive_while_idle(true);
+            match Client::connect(&self.endpoints, Some(options)).await {
+                Ok(client) => {
+                    let err = self.sync(client, &mut backoff).await;
+                    tracing::warn!(error = %err, "etcd watch ended; reconnecting");
+                }
+                Err(e) => tracing::warn!(error = %e, ?backoff, "cannot reach etcd; serving the last known percents"),
+            }
+            self.status().connected.store(false, Ordering::Relaxed);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Reads the whole prefix, then watches it; returns why it stopped.
+    async fn sync(&mut self, mut client: Client, backoff: &mut Duration) -> String {
+        let snapshot = match client.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())).await {
+            Ok(r) => r,
+            Err(e) => return format!("read: {e}"),
+        };
+        let revision = snapshot.header().map_or(0, |h| h.revision());
+        let mut seen = [false; 3];
+        for kv in snapshot.kvs() {
+            if let Some(f) = self.feature(kv.key()) {
+                seen[f.index()] = true;
+                self.apply(f, Some(kv.value()));
+            }
+        }
+        for f in Feature::MIGRATING {
+            if !seen[f.index()] {
+                self.apply(f, None);
+            }
+        }
+        self.commit(revision).await;
+        self.status().connected.store(true, Ordering::Relaxed);
+        *backoff = BACKOFF_FIRST;
+
+        let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+        let mut stream = match client.watch(self.prefix.as_str(), Some(options)).await {
+            Ok(w) => w,
+            Err(e) => return format!("watch: {e}"),
+        };
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return "watch stream closed".into(),
+                Err(e) => return format!("watch: {e}"),
+            };
+            if resp.compact_revision() > 0 {
+                return format!("watch compacted at revision {}; re-reading", resp.compact_revision());
+            }
+            if resp.canceled() {
+                return format!("watch canceled: {}", resp.cancel_reason());
+            }
+            let mut changed = false;
+            for event in resp.events() {
+                let Some(kv) = event.kv() else { continue };
+                let Some(f) = self.feature(kv.key()) else { continue };
+                changed = true;
+                match event.event_type() {
+                    EventType::Put => self.apply(f, Some(kv.value())),
+                    EventType::Delete => self.apply(f, None),
+                }
+            }
+            if changed {
+                self.commit(resp.header().map_or(revision, |h| h.revision())).await;
+            }
+        }
+    }
+
+    fn feature(&self, key: &[u8]) -> Option<Feature> {
+        let name = std::str::from_utf8(key).ok()?.strip_prefix(self.prefix.as_str())?;
+        Feature::MIGRATING.into_iter().find(|f| f.as_str() == name)
+    }
+
+    /// Applies one key's value (`None`: deleted or absent).
+    fn apply(&mut self, f: Feature, value: Option<&[u8]>) {
+        let Some(value) = value else {
+            let defaults = self.shared.live.load().config.migration.defaults_bp;
+            self.shared.migration.set(f, defaults[f.index()], Source::Defaults);
+            if let Some(slot) = self.cache.slot(f) {
+                *slot = None;
+            }
+            return;
+        };
+        match std::str::from_utf8(value).map_err(|_| "not UTF-8".to_owned()).and_then(parse_percent) {
+            Ok(bp) => {
+                let before = self.shared.migration.basis_points(f);
+                self.shared.migration.set(f, bp, Source::Etcd);
+                if before != bp {
+                    tracing::info!(feature = f.as_str(), percent = f64::from(bp) / 100.0, "migration percent applied");
+                }
+                if let Some(slot) = self.cache.slot(f) {
+                    *slot = Some(f64::from(bp) / 100.0);
+                }
+            }
+            Err(e) => {
+                self.shared.metrics.migration_config_errors.inc();
+                tracing::warn!(
+                    feature = f.as_str(),
+                    value = %String::from_utf8_lossy(value),
+                    error = %e,
+                    kept = f64::from(self.shared.migration.basis_points(f)) / 100.0,
+                    "refused a migration value; the last good one stays"
+                );
+            }
+        }
+    }
+
+    /// Records the revision and writes the cache file (off the runtime).
+    async fn commit(&mut self, revision: i64) {
+        self.cache.revision = revision;
+        self.status().revision.store(revision, Ordering::Relaxed);
+        let cache = Cache { revision, ..self.cache };
+        let path = self.cache_file.clone();
+        let written = tokio::task::spawn_blocking(move || cache.store(&path)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(path = %self.cache_file.display(), error = %e, "cannot write the migration cache file")
+            }
+            Err(e) => tracing::warn!(error = %e, "cache writer panicked"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percents_parse_to_basis_points() {
+        assert_eq!(parse_percent("12.5"), Ok(1250));
+        assert_eq!(parse_percent(" 100\n"), Ok(10_000));
+        assert_eq!(parse_percent("0"), Ok(0));
+        assert_eq!(parse_percent("0.01"), Ok(1));
+        for bad in ["", "abc", "-1", "100.5", "NaN", "inf", "1e9", "12,5"] {
+            assert!(parse_percent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_cache_file_round_trips_atomically_and_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/migration.json");
+        let cache = Cache { revision: 7, charge: Some(12.5), refund: None, disbursement: Some(100.0) };
+        cache.store(&path).unwrap();
+        assert_eq!(Cache::load(&path).unwrap(), cache);
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temp file left");
+        std::fs::write(&path, b"{\"revision\":1,\"charge\":250}").unwrap();
+        assert!(Cache::load(&path).unwrap_err().contains("charge"));
+        std::fs::write(&path, b"not json").unwrap();
+        assert!(Cache::load(&path).is_err());
+    }
+}
