@@ -201,6 +201,33 @@ async fn a_sidecar_restarted_while_etcd_is_down_uses_the_cache_file() {
     assert_eq!(status, 201);
 }
 
+/// Runs `paymeshctl migration ramp charge` in 20-point steps of 1 s to `to`,
+/// judged on this stack's sidecar, off the test's runtime.
+fn ramp(s: &Stack, to: &str) -> tokio::task::JoinHandle<std::process::Output> {
+    let args = [
+        "migration",
+        "ramp",
+        "charge",
+        "--to",
+        to,
+        "--step",
+        "20",
+        "--interval",
+        "1s",
+        "--max-error-rate",
+        "1%",
+        "--max-p99",
+        "2s",
+        "--min-requests",
+        "10",
+        "--sidecars",
+        &s.sidecar.admin,
+    ]
+    .map(str::to_owned);
+    let etcd = s.etcd.url.clone();
+    tokio::task::spawn_blocking(move || ctl(&etcd, &args.each_ref().map(String::as_str)))
+}
+
 /// Steady charges through the sidecar until dropped.
 fn background_traffic(url: String) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -217,28 +244,7 @@ fn background_traffic(url: String) -> tokio::task::JoinHandle<()> {
 async fn a_ramp_reaches_its_target_on_a_healthy_path() {
     let s = Stack::start().await;
     let traffic = background_traffic(s.sidecar.url.clone());
-    let args = [
-        "migration",
-        "ramp",
-        "charge",
-        "--to",
-        "60",
-        "--step",
-        "20",
-        "--interval",
-        "1s",
-        "--max-error-rate",
-        "1%",
-        "--max-p99",
-        "2s",
-        "--min-requests",
-        "10",
-        "--sidecars",
-        &s.sidecar.admin,
-    ]
-    .map(str::to_owned);
-    let etcd = s.etcd.url.clone();
-    let out = tokio::task::spawn_blocking(move || ctl(&etcd, &args.each_ref().map(String::as_str))).await.unwrap();
+    let out = ramp(&s, "60").await.unwrap();
     traffic.abort();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -255,28 +261,7 @@ async fn a_ramp_rolls_back_when_the_orchestration_path_fails() {
     s.etcd.put("/paymesh/migration/charge", "20");
     s.wait_percent("charge", 20.0).await;
     let traffic = background_traffic(s.sidecar.url.clone());
-    let args = [
-        "migration",
-        "ramp",
-        "charge",
-        "--to",
-        "100",
-        "--step",
-        "20",
-        "--interval",
-        "1s",
-        "--max-error-rate",
-        "1%",
-        "--max-p99",
-        "2s",
-        "--min-requests",
-        "10",
-        "--sidecars",
-        &s.sidecar.admin,
-    ]
-    .map(str::to_owned);
-    let etcd = s.etcd.url.clone();
-    let ramp = tokio::task::spawn_blocking(move || ctl(&etcd, &args.each_ref().map(String::as_str)));
+    let ramp = ramp(&s, "100");
     // Let the first step (40%) pass, then take the orchestration service away.
     s.wait_percent("charge", 60.0).await;
     s.orchestrator.process.kill9();
