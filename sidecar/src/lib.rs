@@ -18,6 +18,7 @@ pub mod error;
 pub mod layers;
 pub mod migration;
 pub mod observe;
+pub mod overload;
 pub mod proxy;
 pub mod readiness;
 pub mod reload;

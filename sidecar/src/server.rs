@@ -31,6 +31,7 @@ use crate::config::{ConfigErrors, Loaded};
 use crate::ctx::{ConnInfo, Ctx};
 use crate::migration::{MigrationSync, MigrationTable, SyncStatus};
 use crate::observe::{AccessLogWriter, Metrics};
+use crate::overload::OverloadControl;
 use crate::stack::{self, ResponseBody};
 use crate::state::{Shared, Snapshot};
 
@@ -83,6 +84,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     )
     .map_err(StartError::AccessLog)?;
     let (listen, admin_addr) = (config.listen, config.admin);
+    let overload = OverloadControl::new(&metrics.registry, &config.overload);
     let migration = MigrationTable::new(config.migration.defaults_bp);
     let snapshot = Snapshot::build(loaded, 1, &metrics, None)?;
     let proxy_listener = bind("listen", listen)?;
@@ -92,6 +94,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
         migration,
         migration_sync: SyncStatus::default(),
         components: Components::default(),
+        overload,
         metrics,
         access_log,
         inflight: AtomicU32::new(0),
@@ -114,6 +117,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     let mut sync = MigrationSync::new(shared.clone());
     sync.load_cache();
     tokio::spawn(sync.run());
+    crate::overload::spawn(&shared, rx.clone());
     tokio::spawn(crate::readiness::probe_loop(shared.clone(), rx.clone()));
     tokio::spawn(crate::reload::watch(shared, rx));
     tracing::info!(

@@ -18,6 +18,7 @@ use crate::layers::metrics::MetricsLayer;
 use crate::layers::route::RouteLayer;
 use crate::layers::throttle::ThrottleLayer;
 use crate::layers::timeout::TimeoutLayer;
+use crate::layers::trace::TraceLayer;
 use crate::proxy::Proxy;
 use crate::state::Shared;
 
@@ -37,6 +38,10 @@ pub fn build(
         // headers and fix the request id, so every later step (and every
         // log line, even of a refusal) sees the same clean request.
         .layer(HeadersLayer)
+        // A debug span per request, named by the id just fixed, so what
+        // any later step logs can be tied to its request. Only while the
+        // `tracing` component is on.
+        .layer(TraceLayer::new(shared.clone()))
         // Metrics wrap everything below, so refusals (401, 429, 503, 413)
         // are counted like proxied answers.
         .layer(MetricsLayer::new(shared.clone()))

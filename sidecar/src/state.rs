@@ -23,6 +23,7 @@ use crate::config::{Config, ConfigErrors, Loaded, Rate};
 use crate::layers::throttle::TokenBucket;
 use crate::migration::{MigrationTable, SyncStatus};
 use crate::observe::{AccessLogWriter, Metrics};
+use crate::overload::OverloadControl;
 use crate::proxy::{Upstream, upstream_client};
 
 /// A configured client, ready for the request path.
@@ -155,6 +156,8 @@ pub struct Shared {
     /// The etcd sync's revision and connection, for `/admin/state`.
     pub migration_sync: SyncStatus,
     pub components: Components,
+    /// The switch board that flips `components` under overload.
+    pub overload: OverloadControl,
     pub metrics: Metrics,
     pub access_log: AccessLogWriter,
     /// Requests admitted past `limits.max_inflight`'s check.

@@ -70,6 +70,7 @@ fn allowed(label: &str, value: &str) -> bool {
         "code" => ["1xx", "2xx", "3xx", "4xx", "5xx"].contains(&value),
         "client" => ["checkout", "payouts"].contains(&value),
         "component" => ["access_log", "detailed_metrics", "tracing", "profiling"].contains(&value),
+        "state" => ["on", "off"].contains(&value),
         "le" => true,
         _ => false,
     }
@@ -99,6 +100,10 @@ async fn metric_families_are_present_with_bounded_labels() {
         "paymesh_access_log_dropped_total",
         "paymesh_config_reloads_total",
         "paymesh_config_reload_errors_total",
+        "paymesh_switch_events_total",
+        "paymesh_telemetry_stale",
+        "paymesh_telemetry_cpu_percent",
+        "paymesh_telemetry_mem_used_percent",
     ] {
         assert!(text.contains(&format!("# TYPE {family} ")), "{family} missing");
     }

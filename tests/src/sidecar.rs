@@ -30,9 +30,22 @@ impl SidecarProcess {
     }
 
     pub async fn start_on(dir: &Path, listen_port: u16, admin_port: u16, app: &str, extra: &str) -> SidecarProcess {
+        Self::start_with_env(dir, listen_port, admin_port, app, extra, &[]).await
+    }
+
+    /// Like [`start_on`](Self::start_on), with extra environment variables
+    /// (`POD_NAME`, `RUST_LOG`, …).
+    pub async fn start_with_env(
+        dir: &Path,
+        listen_port: u16,
+        admin_port: u16,
+        app: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> SidecarProcess {
         let config = dir.join(format!("sidecar-{listen_port}.yaml"));
         std::fs::write(&config, config_yaml(listen_port, admin_port, app, extra)).expect("write config");
-        let process = Process::spawn("paymesh-sidecar", &["--config", config.to_str().expect("utf-8")], &[], dir);
+        let process = Process::spawn("paymesh-sidecar", &["--config", config.to_str().expect("utf-8")], env, dir);
         let admin = format!("http://127.0.0.1:{admin_port}");
         let client = Client::new();
         let health = format!("{admin}/healthz");

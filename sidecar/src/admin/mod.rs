@@ -5,6 +5,8 @@
 //! only loopback peers. It keeps serving while the proxy drains, so
 //! `/readyz` can say 503 to the load balancer.
 
+mod components;
+mod profile;
 mod state;
 
 use std::convert::Infallible;
@@ -37,7 +39,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&req, &shared, peer)) }
+                async move { Ok::<_, Infallible>(route(req, shared, peer).await) }
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -46,6 +48,18 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 .await;
         });
     }
+}
+
+/// The endpoints that read a body or take time, then the quick ones.
+async fn route(req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    if let Some(name) = req.uri().path().strip_prefix(components::PREFIX) {
+        let name = name.to_owned();
+        return components::handle(req, &shared, peer, &name).await;
+    }
+    if req.uri().path() == profile::PATH {
+        return profile::handle(req, shared, peer).await;
+    }
+    handle(&req, &shared, peer)
 }
 
 fn handle(req: &Request<Incoming>, shared: &Shared, peer: SocketAddr) -> Response<Full<Bytes>> {
@@ -64,8 +78,8 @@ fn handle(req: &Request<Incoming>, shared: &Shared, peer: SocketAddr) -> Respons
         }
         (&Method::GET, "/admin/state") => json(StatusCode::OK, state::render(shared)),
         (&Method::POST, "/admin/reload") => {
-            if !peer.ip().is_loopback() {
-                return text(StatusCode::FORBIDDEN, "state changes are allowed from loopback only\n");
+            if let Some(refused) = loopback_only(peer) {
+                return refused;
             }
             shared.reload.notify_one();
             text(StatusCode::ACCEPTED, "reload requested\n")
@@ -75,6 +89,14 @@ fn handle(req: &Request<Incoming>, shared: &Shared, peer: SocketAddr) -> Respons
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `Some(403)` unless the peer is on loopback (an IPv4-mapped one too, for
+/// an admin listener on `[::]`): state changes and profiles are for an
+/// operator on the pod, not for the network.
+fn loopback_only(peer: SocketAddr) -> Option<Response<Full<Bytes>>> {
+    (!peer.ip().to_canonical().is_loopback())
+        .then(|| text(StatusCode::FORBIDDEN, "state changes and profiles are allowed from loopback only\n"))
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -34,13 +34,11 @@ pub fn render(shared: &Shared) -> String {
     }
     let mut components = Map::new();
     for c in Component::ALL {
-        components.insert(
-            c.as_str().into(),
-            json!({
-                "enabled": shared.components.enabled(c),
-                "sheddable": config.overload.components.iter().any(|n| n == c.as_str()),
-            }),
-        );
+        // `control` (board or manual) and the last switch's reason and time.
+        let mut entry = shared.overload.component_state(c);
+        entry["enabled"] = shared.components.enabled(c).into();
+        entry["sheddable"] = config.overload.components.iter().any(|n| n == c.as_str()).into();
+        components.insert(c.as_str().into(), entry);
     }
     let state = json!({
         "config": {
@@ -69,13 +67,13 @@ pub fn render(shared: &Shared) -> String {
             "revision": shared.migration_sync.revision.load(Ordering::Relaxed),
         },
         "components": components,
+        "overload": shared.overload.overload_state(&config.overload),
         "ready": {
             "app_reachable": shared.app_reachable.load(Ordering::Relaxed),
             "draining": shared.draining.load(Ordering::Relaxed),
         },
         "inflight": shared.inflight.load(Ordering::Relaxed),
-        // The telemetry reader comes with the overload issue.
-        "telemetry": Value::Null,
+        "telemetry": shared.overload.telemetry_state(&config.overload.telemetry_file),
     });
     state.to_string()
 }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod route;
 pub mod throttle;
 pub mod timeout;
+pub mod trace;
 
 use std::convert::Infallible;
 use std::future::Future;
