@@ -3,8 +3,10 @@
 //! clean stop.
 
 use nix::sys::signal::Signal;
-use paymesh_system_tests::{AppProcess, Client, Orchestrator};
+use paymesh_system_tests::{AppProcess, Client, Orchestrator, eventually};
 use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn headers<'a>(route: &'a str, key: &'a str) -> [(&'a str, &'a str); 2] {
@@ -21,9 +23,10 @@ async fn acknowledged_payments_survive_sigkill() {
     let client = Client::new();
 
     // Traffic on both paths while the orchestrator is killed mid-stream.
+    let acked = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for worker in 0..8 {
-        let (client, url) = (client.clone(), app.url.clone());
+        let (client, url, acked) = (client.clone(), app.url.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             for n in 0..400 {
@@ -43,6 +46,7 @@ async fn acknowledged_payments_survive_sigkill() {
                 };
                 if reply.status == 201 {
                     acknowledged.push((key, reply.json()));
+                    acked.fetch_add(1, Ordering::Relaxed);
                 } else if reply.status.is_server_error() {
                     // The backend is gone: stop this worker.
                     break;
@@ -52,16 +56,17 @@ async fn acknowledged_payments_survive_sigkill() {
         }));
     }
     // Let some payments land, then crash the service without warning.
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(400) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(30), "50 acknowledged payments", || {
+        let n = acked.load(Ordering::Relaxed);
+        async move { n >= 50 }
+    })
+    .await;
     orchestrator.process.kill9();
     let mut acknowledged = Vec::new();
     for t in tasks {
         acknowledged.extend(t.await.unwrap());
     }
-    assert!(acknowledged.len() > 20, "only {} payments were acknowledged before the kill", acknowledged.len());
+    assert!(acknowledged.len() >= 50, "only {} payments were acknowledged before the kill", acknowledged.len());
 
     let _restarted = Orchestrator::start_on(port, &data, dir.path(), &[]).await;
     for (key, charge) in &acknowledged {
@@ -92,7 +97,8 @@ async fn an_unreachable_backend_is_a_fast_503_and_a_slow_one_a_502() {
         let reply = client.post(&format!("{}/v1/charges", app.url), &headers(route, "k"), &body).await;
         assert_eq!(reply.status, 503, "{route}");
         assert_eq!(reply.json()["error"]["type"], "api_error");
-        assert!(started.elapsed() < Duration::from_secs(2), "{route}: 503 took {:?}", started.elapsed());
+        // A refused loopback connect is immediate; the bound only catches a hang.
+        assert!(started.elapsed() < Duration::from_secs(5), "{route}: 503 took {:?}", started.elapsed());
     }
 
     let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &["--step-delay", "800ms"]).await;
