@@ -1,0 +1,153 @@
+//! Mutation tests of the parsers that read untrusted input: the sidecar's
+//! config file, etcd's migration values, the telemetry file, and the app's
+//! request bodies. Each starts from a valid input, applies thousands of
+//! seeded random byte mutations, and checks that the parser answers with a
+//! value or an error and never panics — the property a fuzzer checks, run
+//! on the stable toolchain (cargo-fuzz needs nightly).
+
+use paymesh_app::validate;
+use paymesh_sidecar::migration::parse_percent;
+use paymesh_telemetryd::TelemetrySnapshot;
+
+/// xorshift64*: deterministic, so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Bytes that matter to the formats under test, besides random ones.
+const INTERESTING: &[u8] = b"{}[]:,\"'\\\n\t -+.0123456789eE:#&*!|>%@`nNaI\xff\x00";
+
+/// One to four random edits: flip, replace, insert, delete, truncate, duplicate.
+fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    for _ in 0..=rng.below(4) {
+        let at = rng.below(out.len() + 1);
+        match rng.below(6) {
+            0 if at < out.len() => out[at] ^= 1 << rng.below(8),
+            1 if at < out.len() => out[at] = INTERESTING[rng.below(INTERESTING.len())],
+            2 => out.insert(at, INTERESTING[rng.below(INTERESTING.len())]),
+            3 if at < out.len() => {
+                out.remove(at);
+            }
+            4 => out.truncate(at),
+            _ => {
+                let end = (at + rng.below(16)).min(out.len());
+                let chunk = out[at..end].to_vec();
+                out.splice(at..at, chunk);
+            }
+        }
+    }
+    out
+}
+
+const ROUNDS: usize = 3000;
+
+#[test]
+fn config_files_never_panic_the_loader() {
+    let good = br#"listen: "127.0.0.1:8080"
+app: "127.0.0.1:8081"
+admin: "127.0.0.1:9901"
+clients:
+  - id: checkout
+    api_key_sha256: "d17c6600b1a69cb2492a965c20553d4f98f2f139351980714db5de2e2a296e16"
+    rate: { per_second: 200, burst: 400 }
+limits: { max_inflight: 1024, max_body_bytes: 1048576, request_timeout: 10s }
+migration:
+  etcd_endpoints: ["http://127.0.0.1:2379"]
+  prefix: /paymesh
+  cache_file: /var/lib/paymesh/migration.json
+  defaults: { charge: 12.5, refund: 0, disbursement: 100 }
+overload:
+  check_interval: 1s
+  shed: { cpu_percent: 85, mem_percent: 90 }
+  restore: { cpu_percent: 60, mem_percent: 75 }
+  hold: 10s
+  components: [access_log, detailed_metrics, tracing, profiling]
+access_log:
+  path: stdout
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sidecar.yaml");
+    std::fs::write(&path, good).unwrap();
+    paymesh_sidecar::config::load(&path).expect("the seed is valid");
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut refused = 0;
+    for _ in 0..ROUNDS {
+        std::fs::write(&path, mutate(&mut rng, good)).unwrap();
+        if let Err(errors) = paymesh_sidecar::config::load(&path) {
+            assert!(!errors.0.is_empty(), "a refusal names at least one problem");
+            refused += 1;
+        }
+    }
+    assert!(refused > ROUNDS / 4, "only {refused} of {ROUNDS} mutants were refused: the mutator is not biting");
+}
+
+#[test]
+fn etcd_values_never_panic_and_accepted_ones_are_in_range() {
+    let mut rng = Rng(42);
+    for seed in ["12.5", "0", "100", "99.99", " 7 "] {
+        for _ in 0..ROUNDS {
+            let mutant = mutate(&mut rng, seed.as_bytes());
+            let Ok(text) = std::str::from_utf8(&mutant) else { continue };
+            if let Ok(bp) = parse_percent(text) {
+                assert!(bp <= 10_000, "{text:?} gave {bp} basis points");
+            }
+        }
+    }
+}
+
+#[test]
+fn telemetry_files_never_panic_and_accepted_ones_are_valid() {
+    let good = br#"{"sampled_at_ms": 1764000000000, "interval_ms": 1000, "cpus": 2,
+ "cpu_percent": 42.5, "load1": 0.8, "load5": 0.7, "load15": 0.5,
+ "mem_used_percent": 35.1, "disk_free_percent": 71.0,
+ "cgroup": {"cpu_percent_of_limit": 55.0, "mem_percent_of_limit": 40.2}}"#;
+    TelemetrySnapshot::parse(good).expect("the seed is valid");
+    let mut rng = Rng(7);
+    for _ in 0..ROUNDS {
+        if let Ok(s) = TelemetrySnapshot::parse(&mutate(&mut rng, good)) {
+            assert!(s.validate().is_ok(), "parse accepted an invalid snapshot: {s:?}");
+            assert!((0.0..=100.0).contains(&s.cpu_percent) && (0.0..=100.0).contains(&s.mem_used_percent));
+        }
+    }
+}
+
+#[test]
+fn request_bodies_never_panic_the_app_and_errors_keep_the_public_shape() {
+    let seeds: [(&str, &[u8], &[&str]); 3] = [
+        (
+            "charge",
+            br#"{"amount":1050,"currency":"usd","source":"tok_visa","description":"x"}"#,
+            validate::CHARGE_FIELDS,
+        ),
+        ("refund", br#"{"charge":"ch_123","amount":500}"#, validate::REFUND_FIELDS),
+        ("disbursement", br#"{"amount":5000,"currency":"jpy","destination":"acct_1"}"#, validate::DISBURSEMENT_FIELDS),
+    ];
+    let mut rng = Rng(2026);
+    for (operation, seed, fields) in seeds {
+        for _ in 0..ROUNDS {
+            let body = mutate(&mut rng, seed);
+            let result = validate::parse(operation, &body, fields).and_then(|b| match operation {
+                "charge" => validate::charge(&b).map(drop),
+                "refund" => validate::refund(&b).map(drop),
+                _ => validate::disbursement(&b).map(drop),
+            });
+            if let Err(e) = result {
+                assert_eq!(e.status, 400, "{e}");
+                let shape: serde_json::Value = serde_json::from_slice(&e.to_body()).unwrap();
+                assert_eq!(shape["error"]["type"], "invalid_request_error");
+            }
+        }
+    }
+}
