@@ -1,7 +1,7 @@
 //! Runtime switches for the non-functional components that may be shed.
 //!
 //! Each switch is an `AtomicBool` read with a relaxed load on every request,
-//! so flipping one (issue 6's switch board, under host overload) takes effect
+//! so flipping one (the overload switch board, or an operator's override) takes effect
 //! on the next request without a lock. Authentication, throttling, routing
 //! and proxying are core and have no switch.
 

@@ -1,8 +1,8 @@
 //! The per-feature orchestration share, read on every request.
 //!
 //! Shares live in `AtomicU32`s as basis points, so the request path reads
-//! them with one relaxed load and the writers (config reload now, the etcd
-//! watch later) never take a lock the request path could wait on.
+//! them with one relaxed load and the writers (config reload, the etcd
+//! sync) never take a lock the request path could wait on.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
@@ -14,9 +14,9 @@ use super::{Feature, Route};
 pub enum Source {
     /// `migration.defaults` in the config file.
     Defaults = 0,
-    /// The last-known-good cache file (issue 5).
+    /// The last-known-good cache file.
     Cache = 1,
-    /// A live etcd value (issue 5).
+    /// A live etcd value.
     Etcd = 2,
 }
 
