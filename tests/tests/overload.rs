@@ -158,6 +158,8 @@ async fn overload_sheds_in_order_and_recovery_restores_in_reverse() {
     // Memory alone over its shed threshold (90) is overload.
     telemetry.set(20.0, 95.0);
     wait_enabled(&sidecar, [false; 4], "every component shed").await;
+    // A switch takes effect first, then its record is fsync'd.
+    eventually(WAIT, "four records in the file", || async { events(d).len() == 4 }).await;
     assert_eq!(switches(&events(d)), expected(&ORDER, "off", "overload"));
     let state = sidecar.state().await;
     assert_eq!(state["overload"]["pressure"], "overloaded");
@@ -179,6 +181,7 @@ async fn overload_sheds_in_order_and_recovery_restores_in_reverse() {
     // reverse order.
     telemetry.set(20.0, 30.0);
     wait_enabled(&sidecar, [true; 4], "every component restored").await;
+    eventually(WAIT, "eight records in the file", || async { events(d).len() == 8 }).await;
     let mut want = expected(&ORDER, "off", "overload");
     let mut reverse = ORDER;
     reverse.reverse();
@@ -405,8 +408,9 @@ async fn switch_records_reach_etcd_after_an_outage_and_a_crash() {
     etcd.process.kill9();
     telemetry.set(95.0, 30.0);
     wait_enabled(&sidecar, [false; 4], "every component shed").await;
-    assert_eq!(events(d).len(), 4);
-    assert_eq!(pending(&sidecar).await, 4);
+    // A switch takes effect first, then its record is fsync'd and queued.
+    eventually(WAIT, "four records in the file", || async { events(d).len() == 4 }).await;
+    eventually(WAIT, "four records waiting for etcd", || async { pending(&sidecar).await == 4 }).await;
     etcd.restart(d).await;
     eventually(WAIT, "four records in etcd", || async { etcd_records(&etcd, "pod-f").len() == 4 }).await;
     eventually(WAIT, "nothing pending", || async { pending(&sidecar).await == 0 }).await;
@@ -416,7 +420,7 @@ async fn switch_records_reach_etcd_after_an_outage_and_a_crash() {
     etcd.process.kill9();
     telemetry.set(10.0, 30.0);
     wait_enabled(&sidecar, [true; 4], "every component restored").await;
-    assert_eq!(pending(&sidecar).await, 4);
+    eventually(WAIT, "four records waiting for etcd", || async { pending(&sidecar).await == 4 }).await;
     sidecar.process.kill9();
     etcd.restart(d).await;
     sidecar = start_sidecar(d, &no_app(), Some(&etcd.url), &ORDER, "pod-f").await;
