@@ -225,8 +225,16 @@ fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
         tracing::warn!(status = e.status, code = e.code, "request failed");
     }
     let mut resp = with_body(StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), e.to_body());
-    if e.status == 405 {
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+    match e.status {
+        405 => {
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        }
+        // The body was refused unread: the connection cannot carry another
+        // request, and saying so stops clients from reusing it.
+        413 => {
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
     }
     resp
 }

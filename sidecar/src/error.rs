@@ -73,7 +73,7 @@ impl Reject {
                 error_body!("api_error", "overloaded", "The service is handling too many requests; retry shortly.")
             }
             Reject::BodyTooLarge => {
-                error_body!("invalid_request_error", "body_too_large", "The request body is too large.")
+                error_body!("invalid_request_error", "request_too_large", "The request body is too large.")
             }
             Reject::AppUnavailable => error_body!(
                 "api_error",
@@ -93,6 +93,11 @@ impl Reject {
         let mut res = Response::new(ProxyBody::full(Bytes::from_static(self.body().as_bytes())));
         *res.status_mut() = self.status();
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self == Reject::BodyTooLarge {
+            // The body was refused unread: the connection cannot carry
+            // another request, and saying so stops clients from reusing it.
+            res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(ctx) = ctx {
             res.extensions_mut().insert(ctx);
         }

@@ -180,6 +180,18 @@ async fn route_and_client_headers() {
     assert_eq!(plain.header("x-paymesh-route"), Some("legacy"));
     assert_eq!(plain.header("x-request-id"), Some("req-1"));
 
+    // A body refused unread closes its connection, and the client's next
+    // request (on a fresh one) is served.
+    for _ in 0..20 {
+        let big = client
+            .send(http::Method::POST, &url, &[("idempotency-key", "big")], &vec![b' '; 65 * 1024])
+            .await
+            .expect("413 answered");
+        assert_eq!((big.status.as_u16(), big.header("connection")), (413, Some("close")));
+        let next = client.get(&format!("{}/healthz", app.url), &[]).await;
+        assert_eq!(next.status, 200);
+    }
+
     // Idempotency keys are per client: the same key from another client is
     // another payment.
     let a = client.post(&url, &[("idempotency-key", "shared"), ("x-paymesh-client", "a")], &body).await;
