@@ -32,15 +32,9 @@ use http_body_util::Full;
 use paymesh_sidecar::body::ProxyBody;
 use paymesh_sidecar::config::{self, Loaded};
 use paymesh_sidecar::ctx::{ConnInfo, Ctx};
-use paymesh_sidecar::layers::access_log::AccessLogLayer;
 use paymesh_sidecar::layers::auth::AuthLayer;
-use paymesh_sidecar::layers::body_limit::BodyLimitLayer;
-use paymesh_sidecar::layers::headers::HeadersLayer;
-use paymesh_sidecar::layers::load_shed::LoadShedLayer;
-use paymesh_sidecar::layers::metrics::MetricsLayer;
-use paymesh_sidecar::layers::route::{RouteLayer, request_bucket};
-use paymesh_sidecar::layers::throttle::{ThrottleLayer, TokenBucket, now_ns};
-use paymesh_sidecar::layers::timeout::TimeoutLayer;
+use paymesh_sidecar::layers::route::request_bucket;
+use paymesh_sidecar::layers::throttle::{TokenBucket, now_ns};
 use paymesh_sidecar::migration::{Feature, Route};
 use paymesh_sidecar::observe::{AccessLogWriter, LogRecord};
 use paymesh_sidecar::state::Shared;
@@ -263,18 +257,8 @@ fn stack(c: &mut Criterion) {
     let _rt = sc.runtime.enter();
     let shared = sc.shared;
     let conn = conn();
-    // stack.rs's order, with an instant app in place of the proxy.
-    let mut svc = ServiceBuilder::new()
-        .layer(HeadersLayer)
-        .layer(MetricsLayer::new(shared.clone()))
-        .layer(AccessLogLayer::new(shared.clone()))
-        .layer(LoadShedLayer::new(shared.clone()))
-        .layer(AuthLayer::new(shared.clone()))
-        .layer(ThrottleLayer::new(shared.clone()))
-        .layer(RouteLayer::new(shared.clone()))
-        .layer(BodyLimitLayer::new(shared.clone()))
-        .layer(TimeoutLayer::new(shared.clone()))
-        .service(service_fn(app_answer));
+    // stack.rs's very layers, with an instant app in place of the proxy.
+    let mut svc = paymesh_sidecar::stack::layers(&shared).service(service_fn(app_answer));
     let mut g = c.benchmark_group("stack");
     g.bench_function("get", |b| {
         b.iter_batched(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use tower::layer::util::{Identity, Stack};
 use tower::{Service, ServiceBuilder};
 
 use crate::body::ProxyBody;
@@ -33,6 +34,34 @@ pub fn build(
 + Send
 + Sync
 + 'static {
+    // Finally, the app on loopback.
+    layers(&shared).service(Proxy::new(shared))
+}
+
+/// The layers of [`layers`], outermost last (tower's nesting order).
+pub type Layers = Stack<
+    TimeoutLayer,
+    Stack<
+        BodyLimitLayer,
+        Stack<
+            RouteLayer,
+            Stack<
+                ThrottleLayer,
+                Stack<
+                    AuthLayer,
+                    Stack<
+                        LoadShedLayer,
+                        Stack<AccessLogLayer, Stack<MetricsLayer, Stack<TraceLayer, Stack<HeadersLayer, Identity>>>>,
+                    >,
+                >,
+            >,
+        >,
+    >,
+>;
+
+/// Every step a request passes before the app, in order. Public so that
+/// the benchmarks measure this very stack in front of a stand-in app.
+pub fn layers(shared: &Arc<Shared>) -> ServiceBuilder<Layers> {
     ServiceBuilder::new()
         // First, hygiene: strip hop-by-hop and client-sent x-paymesh-*
         // headers and fix the request id, so every later step (and every
@@ -63,6 +92,4 @@ pub fn build(
         // The deadline covers just the app exchange; it also moves the Ctx
         // from the request onto whatever response comes back.
         .layer(TimeoutLayer::new(shared.clone()))
-        // Finally, the app on loopback.
-        .service(Proxy::new(shared))
 }
