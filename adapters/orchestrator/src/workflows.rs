@@ -140,15 +140,7 @@ pub async fn start(store: &Arc<Store>, pace: Pace, body: &[u8]) -> Resp {
 /// Runs a workflow's steps and records its outcome. `None` when the store
 /// failed: the token is released so that a retry can finish the work.
 async fn run(store: &Store, pace: Pace, client: &str, token: &str, work: Work) -> Option<Outcome> {
-    let result = match work {
-        Work::Charge { amount, currency, source, memo } => {
-            charge(store, pace, client, token, amount, &currency, &source, memo).await
-        }
-        Work::Refund { charge, amount } => refund(store, pace, client, token, &charge, amount).await,
-        Work::Payout { amount, currency, destination } => {
-            payout(store, pace, client, token, amount, &currency, &destination).await
-        }
-    };
+    let result = Steps { store, pace, client, token }.run(work).await;
     let outcome = match result {
         Ok(o) => o,
         Err(StoreError::Refused(f)) => Outcome::Failure(f),
@@ -169,69 +161,58 @@ async fn run(store: &Store, pace: Pace, client: &str, token: &str, work: Work) -
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn charge(
-    store: &Store,
+/// One execution's component steps, each idempotent on (client, token).
+struct Steps<'a> {
+    store: &'a Store,
     pace: Pace,
-    client: &str,
-    token: &str,
-    amount: u64,
-    currency: &str,
-    source: &str,
-    memo: Option<String>,
-) -> Result<Outcome, StoreError> {
-    step(pace).await;
-    if !store.assess_risk(amount, source) {
-        return Err(Failure::RiskDeclined.into());
+    client: &'a str,
+    token: &'a str,
+}
+
+impl Steps<'_> {
+    async fn run(&self, work: Work) -> Result<Outcome, StoreError> {
+        let (store, client, token) = (self.store, self.client, self.token);
+        match work {
+            Work::Charge { amount, currency, source, memo } => {
+                self.step().await;
+                if !store.assess_risk(amount, &source) {
+                    return Err(Failure::RiskDeclined.into());
+                }
+                self.step().await;
+                let auth = store.authorize(client, token, amount, &currency, &source).await?;
+                self.step().await;
+                store.capture(&auth.id).await?;
+                self.step().await;
+                Ok(Outcome::Charge(store.record_charge(client, token, &auth.id, memo).await?))
+            }
+            Work::Refund { charge, amount } => {
+                self.step().await;
+                let c = store.charge(&charge).ok_or(Failure::ChargeNotFound)?;
+                let amount = match amount {
+                    None => None,
+                    Some(m) => match minor(&m) {
+                        Ok((v, cur)) if cur == c.currency => Some(v),
+                        // Money we cannot read in the charge's currency cannot
+                        // be refunded from it; it is more than is refundable.
+                        _ => return Err(Failure::AmountExceedsRefundable.into()),
+                    },
+                };
+                Ok(Outcome::Refund(store.refund(client, token, &charge, amount).await?))
+            }
+            Work::Payout { amount, currency, destination } => {
+                self.step().await;
+                let t = store.transfer(client, token, amount, &currency, &destination).await?;
+                self.step().await;
+                Ok(Outcome::Payout(store.record_payout(client, token, &t.id).await?))
+            }
+        }
     }
-    step(pace).await;
-    let auth = store.authorize(client, token, amount, currency, source).await?;
-    step(pace).await;
-    store.capture(&auth.id).await?;
-    step(pace).await;
-    Ok(Outcome::Charge(store.record_charge(client, token, &auth.id, memo).await?))
-}
 
-async fn refund(
-    store: &Store,
-    pace: Pace,
-    client: &str,
-    token: &str,
-    charge: &str,
-    amount: Option<Money>,
-) -> Result<Outcome, StoreError> {
-    step(pace).await;
-    let c = store.charge(charge).ok_or(Failure::ChargeNotFound)?;
-    let amount = match amount {
-        None => None,
-        Some(m) => match minor(&m) {
-            Ok((v, cur)) if cur == c.currency => Some(v),
-            // Money we cannot read in the charge's currency cannot be
-            // refunded from it; it is at least more than is refundable.
-            _ => return Err(Failure::AmountExceedsRefundable.into()),
-        },
-    };
-    Ok(Outcome::Refund(store.refund(client, token, charge, amount).await?))
-}
-
-async fn payout(
-    store: &Store,
-    pace: Pace,
-    client: &str,
-    token: &str,
-    amount: u64,
-    currency: &str,
-    destination: &str,
-) -> Result<Outcome, StoreError> {
-    step(pace).await;
-    let t = store.transfer(client, token, amount, currency, destination).await?;
-    step(pace).await;
-    Ok(Outcome::Payout(store.record_payout(client, token, &t.id).await?))
-}
-
-async fn step(pace: Pace) {
-    if !pace.step_delay.is_zero() {
-        tokio::time::sleep(pace.step_delay).await;
+    /// Simulated component latency (`--step-delay`).
+    async fn step(&self) {
+        if !self.pace.step_delay.is_zero() {
+            tokio::time::sleep(self.pace.step_delay).await;
+        }
     }
 }
 
