@@ -1,26 +1,92 @@
 #!/usr/bin/env bash
-# Installs the system packages paymesh builds and tests with, when missing:
-# protoc (etcd-client's build), etcd (migration tests, `make run`),
-# python3-venv (chart tests). Needs root and apt-get; otherwise it only
-# says what is missing.
+# Installs the system packages paymesh builds and tests with, when missing.
+# Each check tests the effect a step needs, not a proxy of it:
+#
+#   protoc compiles a file that imports google/protobuf/descriptor.proto
+#     (etcd-client's build)                     protobuf-compiler libprotobuf-dev
+#   etcd serves and etcdctl talks to it (migration tests, `make run`)
+#                                               etcd-server etcd-client
+#   python3 can create a venv with pip (chart tests, bench)  python3-venv
+#   openssl makes certificates (TLS tests)      openssl
+#   curl fetches (run script, probes)           curl
+#   rustc is at least the workspace's rust-version
+#
+# Needs root and apt-get to install; otherwise it names the exact packages
+# and exits non-zero when the build itself cannot go on.
+#
+# DEPS_CHECK_ONLY=1 only reports (exit 1 when anything is missing).
 set -euo pipefail
 
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+protoc_ok() {
+    command -v protoc >/dev/null 2>&1 || return 1
+    local d
+    d="$(mktemp -d)"
+    printf 'syntax = "proto3";\nimport "google/protobuf/descriptor.proto";\nmessage M { google.protobuf.FileDescriptorProto f = 1; }\n' >"$d/probe.proto"
+    protoc --proto_path="$d" --descriptor_set_out=/dev/null "$d/probe.proto" >/dev/null 2>&1
+    local rc=$?
+    rm -rf "$d"
+    return $rc
+}
+venv_ok() {
+    local d
+    d="$(mktemp -d)"
+    python3 -m venv "$d/v" >/dev/null 2>&1 && "$d/v/bin/python" -m pip --version >/dev/null 2>&1
+    local rc=$?
+    rm -rf "$d"
+    return $rc
+}
+
+# check NAME... : run the named checks; fill `missing` (packages) and
+# `required` (packages the build cannot do without).
 missing=()
-command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
-command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
-python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-command -v curl >/dev/null 2>&1 || missing+=(curl)
+required=()
+check() {
+    protoc_ok || { missing+=(protobuf-compiler libprotobuf-dev); required+=(protobuf-compiler libprotobuf-dev); }
+    { command -v etcd >/dev/null 2>&1 && etcd --version >/dev/null 2>&1; } || missing+=(etcd-server)
+    { command -v etcdctl >/dev/null 2>&1 && etcdctl version >/dev/null 2>&1; } || missing+=(etcd-client)
+    venv_ok || missing+=(python3-venv)
+    { command -v openssl >/dev/null 2>&1 && openssl version >/dev/null 2>&1; } || missing+=(openssl)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+}
+
+rust_ok() {
+    local want have
+    want="$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
+    have="$(rustc --version 2>/dev/null | awk '{print $2}')"
+    if [ -z "$have" ]; then
+        echo "deps: no Rust toolchain (rustc) on PATH; install Rust $want or newer (rustup)" >&2
+        return 1
+    fi
+    if [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -1)" != "$want" ]; then
+        echo "deps: rustc $have is older than the workspace's rust-version $want" >&2
+        return 1
+    fi
+}
+
+rust_ok || exit 1
+check
 [ ${#missing[@]} -eq 0 ] && exit 0
 
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing: ${missing[*]}"
+if [ "${DEPS_CHECK_ONLY:-0}" != 1 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-    echo "missing system packages: ${missing[*]} (install them, e.g. apt-get install ${missing[*]})" >&2
-    # protoc is required to build; the rest only narrows what runs.
-    command -v protoc >/dev/null 2>&1 || exit 1
+    missing=()
+    required=()
+    check
+    if [ ${#missing[@]} -ne 0 ]; then
+        echo "deps: still missing after apt-get install: ${missing[*]}" >&2
+        exit 1
+    fi
+    exit 0
 fi
+
+echo "deps: missing system packages: ${missing[*]}" >&2
+echo "deps: install them as root: apt-get install --no-install-recommends ${missing[*]}" >&2
+if [ ${#required[@]} -ne 0 ] || [ "${DEPS_CHECK_ONLY:-0}" = 1 ]; then
+    exit 1
+fi
+echo "deps: the build can go on; the tests that need these will fail" >&2
