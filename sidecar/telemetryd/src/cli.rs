@@ -35,6 +35,11 @@ pub struct Args {
     #[arg(long, value_name = "DIR", env = "PAYMESH_TELEMETRY_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
 
+    /// Do not sample: check that --out holds a valid sample no older than
+    /// three intervals and exit 0 if so, 1 if not (a liveness probe).
+    #[arg(long)]
+    pub check: bool,
+
     /// Log line format (on stderr).
     #[arg(
         long,
@@ -93,6 +98,8 @@ mod tests {
         assert_eq!(args.disk_paths(), vec![PathBuf::from("/run/paymesh")]);
         assert_eq!(args.cgroup_root, PathBuf::from("/sys/fs/cgroup"));
         assert_eq!(args.log_format, LogFormat::Text);
+        assert!(!args.check);
+        assert!(parse(&["--out", "/run/t.json", "--check"]).unwrap().check);
     }
 
     #[test]

@@ -90,6 +90,13 @@ impl TelemetrySnapshot {
         let age_ms = now_ms.saturating_sub(self.sampled_at_ms);
         age_ms > self.interval_ms.saturating_mul(3)
     }
+
+    /// Whether the sample is dated more than one interval after `now_ms`:
+    /// a skewed clock or a bad write. Such a sample is no fresher than a
+    /// stale one, whatever its readings say.
+    pub fn is_future(&self, now_ms: u64) -> bool {
+        self.sampled_at_ms.saturating_sub(now_ms) > self.interval_ms
+    }
 }
 
 fn check_percent(field: &'static str, value: f64) -> Result<(), TelemetryError> {
@@ -215,7 +222,11 @@ mod tests {
         assert!(!snapshot.is_stale(at));
         assert!(!snapshot.is_stale(at + 3_000));
         assert!(snapshot.is_stale(at + 3_001));
-        // A clock that stepped back is not staleness.
+        // A clock that stepped back is not staleness, but it is the future.
         assert!(!snapshot.is_stale(at - 60_000));
+        assert!(snapshot.is_future(at - 60_000));
+        assert!(!snapshot.is_future(at - 1_000));
+        assert!(snapshot.is_future(at - 1_001));
+        assert!(!snapshot.is_future(at + 5_000));
     }
 }

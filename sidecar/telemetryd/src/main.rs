@@ -6,7 +6,9 @@
 //! or write is logged and tried again at the next interval, so the worst a
 //! bad moment can do is let the file go stale, which the sidecar notices.
 //! Only bad flags stop it before it starts; SIGTERM or SIGINT stop it at once.
+//! `--check` turns it into its own liveness probe (`check.rs`).
 
+mod check;
 mod cli;
 mod output;
 mod sample;
@@ -32,6 +34,18 @@ const FIRST_SAMPLE_DELAY: Duration = Duration::from_millis(200);
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.check {
+        return match check::check(&args.out, args.interval, std::time::SystemTime::now()) {
+            Ok(found) => {
+                println!("{found}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("paymesh-telemetryd --check: {why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(args.log_format);
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

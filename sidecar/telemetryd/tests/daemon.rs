@@ -206,3 +206,29 @@ fn flags_come_from_the_environment_too() {
         .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {logs}"));
     assert_eq!(first["fields"]["message"], "paymesh-telemetryd started");
 }
+
+#[test]
+fn check_passes_while_the_daemon_writes_and_fails_once_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("telemetry.json");
+    let out_arg = out.to_str().unwrap();
+    let check = |interval: &str| run_with(&["--check", "--out", out_arg, "--interval", interval]);
+
+    let missing = check("200ms");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("telemetry.json"));
+
+    let mut daemon = Daemon::start(&out, &["--interval", "200ms"]);
+    daemon.snapshot();
+    let ok = check("200ms");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(daemon.signal(Signal::SIGTERM).success());
+
+    // Stopped: the file ages past three intervals of 200 ms.
+    eventually("--check to fail on the stopped daemon's file", || (!check("200ms").status.success()).then_some(()));
+    let stale = check("200ms");
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("ms old"), "{}", String::from_utf8_lossy(&stale.stderr));
+
+    fs::write(&out, "not json").unwrap();
+    assert!(!check("1h").status.success());
+}
