@@ -36,7 +36,7 @@ use paymesh_sidecar::layers::auth::AuthLayer;
 use paymesh_sidecar::layers::route::request_bucket;
 use paymesh_sidecar::layers::throttle::{TokenBucket, now_ns};
 use paymesh_sidecar::migration::{Feature, Route};
-use paymesh_sidecar::observe::{AccessLogWriter, LogRecord};
+use paymesh_sidecar::observe::{AccessLogWriter, LogRecord, Rotate};
 use paymesh_sidecar::state::Shared;
 use sha2::{Digest, Sha256};
 use tower::{Service, ServiceBuilder, service_fn};
@@ -200,7 +200,10 @@ fn steps(c: &mut Criterion) {
     let dropped = shared.metrics.access_log_dropped.clone();
     let dropped_before = dropped.get();
     let before = thread_ids();
-    let writer = AccessLogWriter::start(Some(Path::new("/dev/null")), BATCH as usize, dropped.clone()).expect("writer");
+    // /dev/null never grows: no rotation.
+    const NO_ROTATE: Rotate = Rotate { max_bytes: u64::MAX, keep: 1 };
+    let writer = AccessLogWriter::start(Some(Path::new("/dev/null")), NO_ROTATE, BATCH as usize, dropped.clone())
+        .expect("writer");
     let tid = writer_thread(&before);
 
     // The request side: the hand-off to the writer thread (timed), then an

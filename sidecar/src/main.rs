@@ -2,7 +2,8 @@
 //!
 //! Everything else lives in the library; this file only wires the process:
 //! parse flags, load the config (or just check it), build the runtime with
-//! `workers` threads, start, and drain on SIGTERM/SIGINT.
+//! `workers` threads, start, reopen the access log on SIGUSR1, and drain on
+//! SIGTERM/SIGINT.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -92,6 +93,16 @@ fn run(loaded: config::Loaded, path: PathBuf) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let running = paymesh_sidecar::start(loaded, Some(path)).await?;
+        // SIGUSR1 (logrotate's usual signal): reopen the access-log file.
+        // The switch-events file needs nothing: each record opens its path.
+        let mut usr1 = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
+        let shared = running.shared.clone();
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                tracing::info!("SIGUSR1: reopening the access log");
+                shared.access_log.reopen();
+            }
+        });
         let which = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",

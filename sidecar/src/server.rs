@@ -79,6 +79,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     let config = &loaded.config;
     let access_log = AccessLogWriter::start(
         config.access_log.path.as_deref(),
+        config.access_log.rotate,
         config.access_log.buffer_lines,
         metrics.access_log_dropped.clone(),
     )

@@ -71,6 +71,8 @@ fn allowed(label: &str, value: &str) -> bool {
         "client" => ["checkout", "payouts"].contains(&value),
         "component" => ["access_log", "detailed_metrics", "tracing", "profiling"].contains(&value),
         "state" => ["on", "off"].contains(&value),
+        "kind" => ["connect", "watch"].contains(&value),
+        "status" => ["fresh", "stale", "future", "unreadable", "malformed"].contains(&value),
         "le" => true,
         _ => false,
     }
@@ -104,6 +106,14 @@ async fn metric_families_are_present_with_bounded_labels() {
         "paymesh_telemetry_stale",
         "paymesh_telemetry_cpu_percent",
         "paymesh_telemetry_mem_used_percent",
+        "paymesh_telemetry_status",
+        "paymesh_etcd_connected",
+        "paymesh_etcd_errors_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
     ] {
         assert!(text.contains(&format!("# TYPE {family} ")), "{family} missing");
     }

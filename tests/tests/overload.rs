@@ -287,13 +287,19 @@ async fn stale_unreadable_and_garbage_telemetry_change_nothing() {
         (state["telemetry"]["status"].as_str().unwrap().to_owned(), stale)
     };
     // Cool readings, but from ten seconds ago (three intervals are 3 s);
-    // then bytes that are not JSON; then readings that cannot be; then no
-    // file. None of it may restore anything, however long it lasts.
-    for (case, want) in
-        [("old", "stale"), ("not json", "malformed"), ("impossible", "malformed"), ("gone", "unreadable")]
-    {
+    // then cool readings dated a minute ahead (a skewed clock); then bytes
+    // that are not JSON; then readings that cannot be; then no file. None
+    // of it may restore anything, however long it lasts.
+    for (case, want) in [
+        ("old", "stale"),
+        ("ahead", "future"),
+        ("not json", "malformed"),
+        ("impossible", "malformed"),
+        ("gone", "unreadable"),
+    ] {
         match case {
             "old" => write_sample(&path, now_ms() - 10_000, 5.0, 5.0),
+            "ahead" => write_sample(&path, now_ms() + 60_000, 5.0, 5.0),
             "not json" => write_raw(&path, b"{\"cpu_percent\": 5, "),
             "impossible" => write_sample(&path, now_ms(), 250.0, 5.0),
             _ => std::fs::remove_file(&path).unwrap(),
@@ -306,6 +312,9 @@ async fn stale_unreadable_and_garbage_telemetry_change_nothing() {
         assert_eq!(state["telemetry"]["stale"], true);
         assert_eq!(state["overload"]["pressure"], "unknown");
         assert!(state["telemetry"]["problem"].is_string());
+        assert_eq!(state["telemetry"]["reason"], want, "{case}");
+        let series = format!("paymesh_telemetry_status{{status=\"{want}\"}}");
+        assert_eq!(metric(&sidecar.metrics().await, &series), Some(1.0), "{case}");
     }
     assert_eq!(events(d).len(), 4);
     let warnings = || sidecar.process.log().matches("telemetry is unusable").count();

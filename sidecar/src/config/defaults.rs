@@ -28,6 +28,16 @@ pub const RESTORE_MEM_PERCENT: f64 = 75.0;
 pub const HOLD: &str = "10s";
 pub const COMPONENTS: &[&str] = &["access_log", "detailed_metrics", "tracing", "profiling"];
 pub const EVENTS_FILE: &str = "/var/lib/paymesh/switch-events.jsonl";
+pub const EVENTS_ROTATE_MAX_BYTES: u64 = 100 * 1024 * 1024;
+pub const EVENTS_ROTATE_KEEP: u32 = 5;
 
 pub const ACCESS_LOG_PATH: &str = "stdout";
 pub const ACCESS_LOG_BUFFER_LINES: usize = 4096;
+pub const ACCESS_LOG_ROTATE_MAX_BYTES: u64 = 100 * 1024 * 1024;
+pub const ACCESS_LOG_ROTATE_KEEP: u32 = 5;
+
+/// The smallest `max_bytes` a rotated file may have: below it the renames
+/// cost more than the lines they make room for.
+pub const ROTATE_MIN_BYTES: u64 = 64 * 1024;
+/// The most rotated files one log may keep.
+pub const ROTATE_MAX_KEEP: u32 = 1000;

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+pub use crate::observe::Rotate;
+
 pub use validate::from_yaml;
 
 /// A validated configuration.
@@ -103,6 +105,7 @@ pub struct Overload {
     pub hold: Duration,
     pub components: Vec<String>,
     pub events_file: PathBuf,
+    pub events_rotate: Rotate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,6 +119,8 @@ pub struct AccessLog {
     /// `None` means standard output.
     pub path: Option<PathBuf>,
     pub buffer_lines: usize,
+    /// Applies to a file `path` only.
+    pub rotate: Rotate,
 }
 
 /// One configuration problem, named by its key (`clients[1].rate.burst`).

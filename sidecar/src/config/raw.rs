@@ -130,6 +130,7 @@ pub struct RawOverload {
     pub hold: String,
     pub components: Vec<String>,
     pub events_file: String,
+    pub events_rotate: RawRotate,
 }
 
 impl Default for RawOverload {
@@ -142,6 +143,7 @@ impl Default for RawOverload {
             hold: d::HOLD.into(),
             components: d::COMPONENTS.iter().map(|s| (*s).into()).collect(),
             events_file: d::EVENTS_FILE.into(),
+            events_rotate: RawRotate { max_bytes: d::EVENTS_ROTATE_MAX_BYTES, keep: d::EVENTS_ROTATE_KEEP },
         }
     }
 }
@@ -158,10 +160,30 @@ pub struct RawThresholds {
 pub struct RawAccessLog {
     pub path: String,
     pub buffer_lines: usize,
+    pub rotate: RawRotate,
 }
 
 impl Default for RawAccessLog {
     fn default() -> Self {
-        Self { path: d::ACCESS_LOG_PATH.into(), buffer_lines: d::ACCESS_LOG_BUFFER_LINES }
+        Self {
+            path: d::ACCESS_LOG_PATH.into(),
+            buffer_lines: d::ACCESS_LOG_BUFFER_LINES,
+            rotate: RawRotate { max_bytes: d::ACCESS_LOG_ROTATE_MAX_BYTES, keep: d::ACCESS_LOG_ROTATE_KEEP },
+        }
+    }
+}
+
+/// `{ max_bytes, keep }`; a key left out keeps its default (the same for
+/// both files).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRotate {
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+impl Default for RawRotate {
+    fn default() -> Self {
+        Self { max_bytes: d::ACCESS_LOG_ROTATE_MAX_BYTES, keep: d::ACCESS_LOG_ROTATE_KEEP }
     }
 }

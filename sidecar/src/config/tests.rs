@@ -48,9 +48,11 @@ overload:
   hold: 10s
   components: [access_log, detailed_metrics, tracing, profiling]
   events_file: /var/lib/paymesh/switch-events.jsonl
+  events_rotate: { max_bytes: 104857600, keep: 5 }
 access_log:
   path: /tmp/access.log
   buffer_lines: 16
+  rotate: { max_bytes: 104857600, keep: 5 }
 "#
     );
     let c = from_yaml(yaml.as_bytes()).unwrap();
@@ -140,4 +142,37 @@ fn sha256_hex_parses() {
     let h = parse_sha256(&"0f".repeat(32)).unwrap();
     assert_eq!(h, [0x0f; 32]);
     assert!(parse_sha256(&"0g".repeat(32)).is_none());
+}
+
+#[test]
+fn rotation_has_defaults_and_limits() {
+    use crate::observe::Rotate;
+    let c = from_yaml(GOOD.as_bytes()).unwrap();
+    let default = Rotate { max_bytes: 104_857_600, keep: 5 };
+    assert_eq!((c.access_log.rotate, c.overload.events_rotate), (default, default));
+
+    let yaml = format!(
+        "{GOOD}access_log: {{ path: /tmp/a.log, rotate: {{ max_bytes: 65536 }} }}\n\
+         overload: {{ events_rotate: {{ keep: 1 }} }}\n"
+    );
+    let c = from_yaml(yaml.as_bytes()).unwrap();
+    assert_eq!(c.access_log.rotate, Rotate { max_bytes: 65_536, keep: 5 });
+    assert_eq!(c.overload.events_rotate, Rotate { max_bytes: 104_857_600, keep: 1 });
+
+    let yaml = format!(
+        "{GOOD}access_log: {{ rotate: {{ max_bytes: 100, keep: 0 }} }}\n\
+         overload: {{ events_rotate: {{ keep: 1001, max_bytes: 65535 }} }}\n"
+    );
+    let keys: Vec<_> = from_yaml(yaml.as_bytes()).unwrap_err().0.into_iter().map(|e| e.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "overload.events_rotate.max_bytes",
+            "overload.events_rotate.keep",
+            "access_log.rotate.max_bytes",
+            "access_log.rotate.keep"
+        ]
+    );
+    let e = from_yaml(format!("{GOOD}access_log: {{ rotate: {{ max_files: 3 }} }}\n").as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("max_files"), "{e}");
 }

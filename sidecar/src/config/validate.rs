@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 
-use super::raw::{RawConfig, RawThresholds};
-use super::{AccessLog, Client, Config, ConfigError, ConfigErrors, Limits, Migration, Overload, Rate, Thresholds, Tls};
+use super::defaults::{ROTATE_MAX_KEEP, ROTATE_MIN_BYTES};
+use super::raw::{RawConfig, RawRotate, RawThresholds};
+use super::{
+    AccessLog, Client, Config, ConfigError, ConfigErrors, Limits, Migration, Overload, Rate, Rotate, Thresholds, Tls,
+};
 
 /// Components that `overload.components` may name.
 pub const KNOWN_COMPONENTS: &[&str] = super::defaults::COMPONENTS;
@@ -131,6 +134,7 @@ impl Problems {
             hold: self.duration("overload.hold", &o.hold),
             components: o.components,
             events_file: self.path("overload.events_file", &o.events_file),
+            events_rotate: self.rotate("overload.events_rotate", &o.events_rotate),
         };
         let a = raw.access_log;
         let access_log = AccessLog {
@@ -139,6 +143,7 @@ impl Problems {
                 p => Some(self.path("access_log.path", p)),
             },
             buffer_lines: self.at_least("access_log.buffer_lines", a.buffer_lines, 1),
+            rotate: self.rotate("access_log.rotate", &a.rotate),
         };
         Config { listen, app, admin, workers, tls, clients, limits, migration, overload, access_log }
     }
@@ -252,6 +257,15 @@ impl Problems {
             return 0;
         }
         (p * 100.0).round() as u32
+    }
+
+    fn rotate(&mut self, key: &str, r: &RawRotate) -> Rotate {
+        let max_bytes = self.at_least(&format!("{key}.max_bytes"), r.max_bytes, ROTATE_MIN_BYTES);
+        let keep = self.at_least(&format!("{key}.keep"), r.keep, 1);
+        if keep > ROTATE_MAX_KEEP {
+            self.push(format!("{key}.keep"), format!("must be at most {ROTATE_MAX_KEEP}"));
+        }
+        Rotate { max_bytes, keep }
     }
 
     fn thresholds(&mut self, key: &str, t: &RawThresholds) -> Thresholds {

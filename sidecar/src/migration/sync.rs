@@ -157,11 +157,16 @@ impl MigrationSync {
             match Client::connect(&self.endpoints, Some(options)).await {
                 Ok(client) => {
                     let err = self.sync(client, &mut backoff).await;
+                    self.shared.metrics.etcd_errors[1].inc();
                     tracing::warn!(error = %err, "etcd watch ended; reconnecting");
                 }
-                Err(e) => tracing::warn!(error = %e, ?backoff, "cannot reach etcd; serving the last known percents"),
+                Err(e) => {
+                    self.shared.metrics.etcd_errors[0].inc();
+                    tracing::warn!(error = %e, ?backoff, "cannot reach etcd; serving the last known percents");
+                }
             }
             self.status().connected.store(false, Ordering::Relaxed);
+            self.shared.metrics.etcd_connected.set(0);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
@@ -188,6 +193,7 @@ impl MigrationSync {
         }
         self.commit(revision).await;
         self.status().connected.store(true, Ordering::Relaxed);
+        self.shared.metrics.etcd_connected.set(1);
         *backoff = BACKOFF_FIRST;
 
         let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub config_reloads: IntCounter,
     pub config_reload_errors: IntCounter,
     pub migration_config_errors: IntCounter,
+    /// 1 while the migration watch has etcd's snapshot and a live watch.
+    pub etcd_connected: IntGauge,
+    /// Failed etcd connects (`kind="connect"`) and ended watches (`"watch"`).
+    pub etcd_errors: [IntCounter; 2],
 }
 
 impl Metrics {
@@ -94,8 +98,21 @@ impl Metrics {
             "Migration values from etcd refused as invalid (the last good value stayed).",
         )
         .expect("valid metric");
+        let etcd_connected = IntGauge::new(
+            "paymesh_etcd_connected",
+            "1 while the migration watch is connected to etcd, 0 while it serves cached or default percents.",
+        )
+        .expect("valid metric");
+        let etcd_errors_vec = IntCounterVec::new(
+            Opts::new("paymesh_etcd_errors_total", "etcd failures of the migration watch, by kind (connect, watch)."),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let etcd_errors = ["connect", "watch"].map(|k| etcd_errors_vec.with_label_values(&[k]));
         for c in [
             Box::new(migration_config_errors.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(etcd_connected.clone()),
+            Box::new(etcd_errors_vec),
             Box::new(requests_vec),
             Box::new(durations_vec),
             Box::new(throttled.clone()),
@@ -108,6 +125,12 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, process_max_fds, process_start_time_seconds, …
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process metrics register once");
         Self {
             registry,
             requests,
@@ -120,6 +143,8 @@ impl Metrics {
             config_reloads,
             config_reload_errors,
             migration_config_errors,
+            etcd_connected,
+            etcd_errors,
         }
     }
 
@@ -172,5 +197,21 @@ mod tests {
         assert!(text.contains(r#"paymesh_migration_percent{feature="charge"} 12.5"#));
         assert!(text.contains(r#"paymesh_component_enabled{component="access_log"} 1"#));
         assert!(text.contains(r#"paymesh_request_duration_seconds_count{feature="refund",route="orchestration"} 1"#));
+        assert!(text.contains("paymesh_etcd_connected 0"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn renders_the_standard_process_metrics() {
+        let text = Metrics::new().render(&MigrationTable::new([0, 0, 0]), &Components::default());
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(&format!("{name} "))), "{name} missing from:\n{text}");
+        }
     }
 }

@@ -146,35 +146,52 @@ fn remaining_ttl(event: &SwitchEvent, now: SystemTime) -> Duration {
     RECORD_TTL.saturating_sub(age)
 }
 
-/// This pod's records of the last seven days in the events file.
+/// This pod's records of the last seven days in the events file and its
+/// kept rotations.
 async fn replay(shared: &Shared, pod: &str) -> Vec<SwitchEvent> {
     let snap = shared.live.load();
     if snap.config.migration.etcd_endpoints.is_empty() {
         return Vec::new();
     }
     let path = snap.config.overload.events_file.clone();
+    let keep = snap.config.overload.events_rotate.keep;
     let pod = pod.to_owned();
-    tokio::task::spawn_blocking(move || recent_records(&path, &pod, SystemTime::now())).await.unwrap_or_default()
+    tokio::task::spawn_blocking(move || recent_records(&path, keep, &pod, SystemTime::now())).await.unwrap_or_default()
 }
 
-fn recent_records(path: &Path, pod: &str, now: SystemTime) -> Vec<SwitchEvent> {
-    let Ok(text) = tail(path, REPLAY_BYTES) else { return Vec::new() };
-    text.lines()
+fn recent_records(path: &Path, keep: u32, pod: &str, now: SystemTime) -> Vec<SwitchEvent> {
+    // Newest file first until the budget is spent, then in time order.
+    let mut budget = REPLAY_BYTES;
+    let mut texts = Vec::new();
+    for file in crate::observe::rotate::kept_files(path, keep).iter().rev() {
+        if budget == 0 {
+            break;
+        }
+        let Ok((text, read)) = tail(file, budget) else { continue };
+        budget -= read;
+        texts.push(text);
+    }
+    texts
+        .iter()
+        .rev()
+        .flat_map(|t| t.lines())
         .filter_map(|l| serde_json::from_str::<SwitchEvent>(l).ok())
         .filter(|e| e.pod == pod && !remaining_ttl(e, now).is_zero())
         .collect()
 }
 
-/// The last `max` bytes of a file (the file is never rotated here, so it
-/// may be large); a line cut at the start fails to parse and is skipped.
-fn tail(path: &Path, max: u64) -> std::io::Result<String> {
+/// The last `max` bytes of a file and how many that was (a file may be
+/// large: rotation may be set high); a line cut at the start fails to parse
+/// and is skipped.
+fn tail(path: &Path, max: u64) -> std::io::Result<(String, u64)> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
     file.seek(SeekFrom::Start(len.saturating_sub(max)))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    let read = bytes.len() as u64;
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), read))
 }
 
 #[cfg(test)]
@@ -217,8 +234,24 @@ mod tests {
             event("p", now_ms).to_line(),
         ];
         std::fs::write(&path, lines.join("\n")).unwrap();
-        let got = recent_records(&path, "p", now);
+        let got = recent_records(&path, 5, "p", now);
         assert_eq!(got.iter().map(|e| e.time_ms).collect::<Vec<_>>(), vec![now_ms - 1000, now_ms]);
-        assert!(recent_records(&dir.path().join("missing"), "p", now).is_empty());
+        assert!(recent_records(&dir.path().join("missing"), 5, "p", now).is_empty());
+    }
+
+    #[test]
+    fn replays_the_kept_rotations_oldest_first() {
+        use crate::observe::rotate::numbered;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(30 * 24 * 3600);
+        let now_ms = unix_ms(now);
+        let write = |p: &Path, t: u64| std::fs::write(p, event("p", now_ms - t).to_line() + "\n").unwrap();
+        write(&numbered(&path, 3), 4000); // beyond keep = 2: no longer one of this pod's files
+        write(&numbered(&path, 2), 3000);
+        write(&numbered(&path, 1), 2000);
+        write(&path, 1000);
+        let got = recent_records(&path, 2, "p", now);
+        assert_eq!(got.iter().map(|e| now_ms - e.time_ms).collect::<Vec<_>>(), vec![3000, 2000, 1000]);
     }
 }

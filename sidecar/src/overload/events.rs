@@ -4,6 +4,12 @@
 //! before the switch counts as recorded. The same record then goes to etcd
 //! through a bounded queue (see `etcd.rs`), so an etcd outage delays the
 //! shared copy but can never lose or block a switch.
+//!
+//! The file rotates by size (`overload.events_rotate`) before a line would
+//! take it past `max_bytes`, so it never grows without bound. Each append
+//! opens the path afresh, so after an external logrotate moved the file the
+//! next record lands in a new one at the path (SIGUSR1 needs to do nothing
+//! here).
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -14,6 +20,7 @@ use paymesh_telemetryd::TelemetrySnapshot;
 use serde::{Deserialize, Serialize};
 
 use super::board::{Policy, Switch};
+use crate::observe::rotate::{self, Rotate};
 
 /// One switch, as written to the file and to etcd (`paymeshctl
 /// switch-events` reads both).
@@ -86,12 +93,18 @@ impl SwitchEvent {
     }
 }
 
-/// Appends `line` and a newline to `path` in one write, then fsyncs. A new
-/// file's directory is created if needed and fsynced too, so the file
-/// itself survives a crash. Blocking: run off the async workers.
-pub fn append(path: &Path, line: &str) -> io::Result<()> {
-    let existed = path.exists();
+/// Appends `line` and a newline to `path` in one write, then fsyncs,
+/// rotating first if the line would take the file past `rotate.max_bytes`.
+/// A new file's directory is created if needed and fsynced too, so the file
+/// itself (and a rotation's renames) survive a crash. Blocking: run off the
+/// async workers.
+pub fn append(path: &Path, line: &str, rotate: Rotate) -> io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut existed = path.exists();
+    if existed && rotate.due(std::fs::metadata(path)?.len(), line.len() as u64 + 1) {
+        rotate::shift(path, rotate.keep)?;
+        existed = false;
+    }
     if !existed {
         std::fs::create_dir_all(dir)?;
     }
@@ -163,9 +176,25 @@ mod tests {
     fn appends_lines_creating_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lib/events.jsonl");
-        append(&path, "{\"a\":1}").unwrap();
-        append(&path, "{\"a\":2}").unwrap();
+        append(&path, "{\"a\":1}", NO_ROTATE).unwrap();
+        append(&path, "{\"a\":2}", NO_ROTATE).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+    }
+
+    const NO_ROTATE: Rotate = Rotate { max_bytes: u64::MAX, keep: 1 };
+
+    #[test]
+    fn rotates_before_a_line_would_pass_max_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let rotate = Rotate { max_bytes: 22, keep: 2 };
+        for i in 0..7 {
+            append(&path, &format!("{{\"n\":{i:04}}}"), rotate).unwrap(); // 11 bytes with the newline
+        }
+        let files = rotate::kept_files(&path, 2);
+        let texts: Vec<_> = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+        // 0..1 were dropped with the oldest file; each file holds whole lines.
+        assert_eq!(texts, ["{\"n\":0002}\n{\"n\":0003}\n", "{\"n\":0004}\n{\"n\":0005}\n", "{\"n\":0006}\n"]);
     }
 
     #[test]

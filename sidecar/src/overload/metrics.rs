@@ -6,6 +6,7 @@
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::board::Readings;
+use super::telemetry::Observation;
 use crate::components::Component;
 
 #[derive(Debug)]
@@ -13,6 +14,8 @@ pub struct OverloadMetrics {
     /// Indexed by component, then `[off, on]`.
     switch_events: [[IntCounter; 2]; 4],
     stale: IntGauge,
+    /// One-hot, indexed like `Observation::STATUSES`: why telemetry is stale.
+    status: [IntGauge; 5],
     cpu_percent: Gauge,
     mem_used_percent: Gauge,
 }
@@ -27,9 +30,19 @@ impl OverloadMetrics {
         let switch_events = Component::ALL.map(|c| ["off", "on"].map(|s| events.with_label_values(&[c.as_str(), s])));
         let stale = IntGauge::new(
             "paymesh_telemetry_stale",
-            "1 while the telemetry file is stale, unreadable or malformed (no switch moves), else 0.",
+            "1 while the telemetry file is stale, dated in the future, unreadable or malformed (no switch moves), \
+             else 0.",
         )
         .expect("valid metric");
+        let status_vec = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "paymesh_telemetry_status",
+                "1 for the last telemetry read's status (fresh, stale, future, unreadable, malformed), 0 for the others.",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        let status = Observation::STATUSES.map(|s| status_vec.with_label_values(&[s]));
         let cpu_percent = Gauge::new(
             "paymesh_telemetry_cpu_percent",
             "CPU use the switch board acts on: the worse of the host's and the cgroup's (against its limit).",
@@ -43,12 +56,13 @@ impl OverloadMetrics {
         for c in [
             Box::new(events) as Box<dyn prometheus::core::Collector>,
             Box::new(stale.clone()),
+            Box::new(status_vec),
             Box::new(cpu_percent.clone()),
             Box::new(mem_used_percent.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Self { switch_events, stale, cpu_percent, mem_used_percent }
+        Self { switch_events, stale, status, cpu_percent, mem_used_percent }
     }
 
     pub fn switched(&self, c: Component, on: bool) {
@@ -57,11 +71,19 @@ impl OverloadMetrics {
 
     pub fn fresh(&self, r: Readings) {
         self.stale.set(0);
+        self.set_status("fresh");
         self.cpu_percent.set(r.cpu_percent);
         self.mem_used_percent.set(r.mem_percent);
     }
 
-    pub fn blind(&self) {
+    pub fn blind(&self, status: &str) {
         self.stale.set(1);
+        self.set_status(status);
+    }
+
+    fn set_status(&self, status: &str) {
+        for (g, s) in self.status.iter().zip(Observation::STATUSES) {
+            g.set(i64::from(s == status));
+        }
     }
 }

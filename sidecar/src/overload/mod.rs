@@ -98,14 +98,14 @@ impl OverloadControl {
         };
         self.observed(&config.telemetry_file, observation);
         if let Some((switch, control, policy)) = decided {
-            self.record(&mut clock, switch, control, &policy, &config.events_file).await;
+            self.record(&mut clock, switch, control, &policy, &config).await;
         }
     }
 
     /// `POST /admin/components/{name}`: pins `c` on or off, or (`None`)
     /// hands it back to the board. Recorded whether or not it flipped.
     pub async fn set_manual(&self, shared: &Shared, c: Component, enabled: Option<bool>) -> (bool, Control) {
-        let events_file = shared.live.load().config.overload.events_file.clone();
+        let config = shared.live.load().config.overload.clone();
         let mut clock = self.recording.lock().await;
         let (switch, control, policy) = {
             let mut board = self.board.lock().expect("board lock");
@@ -113,11 +113,19 @@ impl OverloadControl {
             shared.components.set(c, switch.on);
             (switch, board.control(c), board.policy().clone())
         };
-        self.record(&mut clock, switch, control, &policy, &events_file).await;
+        self.record(&mut clock, switch, control, &policy, &config).await;
         (switch.on, control)
     }
 
-    async fn record(&self, clock: &mut Clock, switch: Switch, control: Control, policy: &Policy, path: &Path) {
+    async fn record(
+        &self,
+        clock: &mut Clock,
+        switch: Switch,
+        control: Control,
+        policy: &Policy,
+        config: &crate::config::Overload,
+    ) {
+        let (path, rotate) = (config.events_file.as_path(), config.events_rotate);
         let time = clock.now();
         let readings = {
             let mut status = self.status.lock().expect("status lock");
@@ -133,7 +141,7 @@ impl OverloadControl {
             tracing::warn!(component, state, reason, "component switched off");
         }
         let (p, line) = (path.to_owned(), event.to_line());
-        match tokio::task::spawn_blocking(move || events::append(&p, &line)).await {
+        match tokio::task::spawn_blocking(move || events::append(&p, &line, rotate)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::error!(error = %e, path = %path.display(), "cannot append to overload.events_file");
@@ -165,8 +173,8 @@ impl OverloadControl {
                     );
                 }
                 status.blind = true;
-                self.metrics.blind();
-                if let Observation::Stale { snapshot, .. } = unusable {
+                self.metrics.blind(unusable.status());
+                if let Observation::Stale { snapshot, .. } | Observation::Future { snapshot, .. } = unusable {
                     status.last_sample = Some(snapshot.clone());
                 }
             }
@@ -195,6 +203,8 @@ impl OverloadControl {
             "file": telemetry_file.display().to_string(),
             "status": status.observation.as_ref().map_or("pending", Observation::status),
             "stale": status.blind,
+            // Why it is stale: stale (too old), future, unreadable or malformed.
+            "reason": status.observation.as_ref().filter(|o| o.fresh().is_none()).map(Observation::status),
             "problem": status.observation.as_ref().and_then(Observation::problem),
             "checked_at": status.checked_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
             "readings": status.last_sample,

@@ -3,8 +3,9 @@
 //! The daemon renames a complete file over the old one, so one read sees
 //! one whole sample. Anything short of a fresh, valid sample (a missing
 //! file, bytes that do not parse, readings that cannot be, a sample older
-//! than three of its own intervals) is reported as such and never becomes
-//! a reading the switch board acts on.
+//! than three of its own intervals or dated more than one interval in the
+//! future) is reported as such and never becomes a reading the switch board
+//! acts on.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,6 +21,12 @@ pub enum Observation {
         snapshot: TelemetrySnapshot,
         age_ms: u64,
     },
+    /// Valid, but dated more than one interval ahead of this host's clock
+    /// (clock skew, a bad write): as unusable as a stale one.
+    Future {
+        snapshot: TelemetrySnapshot,
+        ahead_ms: u64,
+    },
     Unreadable(String),
     Malformed(String),
 }
@@ -32,11 +39,15 @@ impl Observation {
         }
     }
 
-    /// `fresh`, `stale`, `unreadable` or `malformed`.
+    /// Every value `status` can take.
+    pub const STATUSES: [&'static str; 5] = ["fresh", "stale", "future", "unreadable", "malformed"];
+
+    /// `fresh`, `stale`, `future`, `unreadable` or `malformed`.
     pub fn status(&self) -> &'static str {
         match self {
             Observation::Fresh(_) => "fresh",
             Observation::Stale { .. } => "stale",
+            Observation::Future { .. } => "future",
             Observation::Unreadable(_) => "unreadable",
             Observation::Malformed(_) => "malformed",
         }
@@ -48,6 +59,11 @@ impl Observation {
             Observation::Fresh(_) => None,
             Observation::Stale { snapshot, age_ms } => Some(format!(
                 "the last sample is {age_ms} ms old, more than three intervals of {} ms",
+                snapshot.interval_ms
+            )),
+            Observation::Future { snapshot, ahead_ms } => Some(format!(
+                "the last sample is dated {ahead_ms} ms in the future, more than one interval of {} ms \
+                 (clock skew or a bad write)",
                 snapshot.interval_ms
             )),
             Observation::Unreadable(e) | Observation::Malformed(e) => Some(e.clone()),
@@ -65,6 +81,9 @@ pub async fn read(path: &Path, now_ms: u64) -> Observation {
 
 pub fn judge(bytes: &[u8], now_ms: u64) -> Observation {
     match TelemetrySnapshot::parse(bytes) {
+        Ok(s) if s.is_future(now_ms) => {
+            Observation::Future { ahead_ms: s.sampled_at_ms.saturating_sub(now_ms), snapshot: s }
+        }
         Ok(s) if s.is_stale(now_ms) => {
             Observation::Stale { age_ms: now_ms.saturating_sub(s.sampled_at_ms), snapshot: s }
         }
@@ -101,6 +120,17 @@ mod tests {
         let judged = judge(impossible.as_bytes(), now);
         assert_eq!(judged.status(), "malformed");
         assert!(judged.problem().unwrap().contains("cpu_percent"));
+    }
+
+    #[test]
+    fn a_sample_from_the_future_is_not_fresh() {
+        let now = 1_764_000_010_000;
+        assert_eq!(judge(&sample(now + 1_000), now).status(), "fresh");
+        let ahead = judge(&sample(now + 1_001), now);
+        assert_eq!(ahead.status(), "future");
+        assert!(ahead.fresh().is_none());
+        assert!(ahead.problem().unwrap().contains("1001 ms in the future"), "{:?}", ahead.problem());
+        assert_eq!(judge(&sample(now + 3_600_000), now).status(), "future");
     }
 
     #[tokio::test]
