@@ -3,13 +3,17 @@
 //!
 //! A charge is idempotency begin → risk assessment → authorization → capture
 //! → ledger entry → idempotency complete. Every money-moving component call
-//! carries the (client, key) pair and is idempotent on it, so a retry after a
-//! crash anywhere in the sequence finishes the same payment instead of
-//! starting a second one.
+//! carries the claim that `begin` handed out (client, key, fingerprint and
+//! the attempt number) and is idempotent on it, so a retry after a crash
+//! anywhere in the sequence finishes the same payment instead of starting a
+//! second one. The attempt number fences: once a retry has taken a stalled
+//! attempt's key over, the stalled attempt's steps are refused, so the two
+//! can never both move money.
 
 use crate::http::{JsonClient, Transport};
 use crate::{
-    ApiError, Call, Charge, Disbursement, Failure, NewCharge, NewDisbursement, NewRefund, PaymentOrchestration, Refund,
+    ApiError, Call, Charge, Disbursement, Failure, NewCharge, NewDisbursement, NewRefund, PaymentOrchestration, Reader,
+    Refund,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -56,7 +60,7 @@ struct LedgerDisbursement {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 enum Begin {
-    Started,
+    Started { attempt: u64 },
     Completed { record: Record },
 }
 
@@ -108,7 +112,8 @@ impl LegacyOrchestration {
         }
         let code = serde_json::from_slice::<ComponentError>(&bytes).map(|e| e.error).unwrap_or_default();
         Err(match (status, code.as_str()) {
-            (409, "in_progress") => Step::Error(ApiError::idempotency_in_progress()),
+            // A retry took this attempt's key over: the retry finishes it.
+            (409, "in_progress" | "attempt_superseded") => Step::Error(ApiError::idempotency_in_progress()),
             (422, "fingerprint_mismatch") => Step::Error(ApiError::idempotency_mismatch()),
             (_, code) => match failure_from_code(code) {
                 Some(f) => Step::Refused(f),
@@ -128,15 +133,14 @@ impl LegacyOrchestration {
         operation: &str,
         from_record: impl FnOnce(Record) -> Option<T>,
         resource_id: impl Fn(&T) -> &str,
-        work: impl Future<Output = Result<T, Step>>,
+        work: impl AsyncFnOnce(&Claim<'_>) -> Result<T, Step>,
     ) -> Result<T, ApiError> {
-        let key = json!({ "client": call.client, "key": call.idempotency_key });
         let begin = json!({
             "client": call.client, "key": call.idempotency_key,
             "fingerprint": call.fingerprint, "operation": operation,
         });
-        match self.call::<Begin>("/components/idempotency/begin", Some(begin)).await {
-            Ok(Begin::Started) => {}
+        let claim = match self.call::<Begin>("/components/idempotency/begin", Some(begin)).await {
+            Ok(Begin::Started { attempt }) => Claim { call, attempt },
             Ok(Begin::Completed { record: Record::Failure { failure } }) => {
                 return Err(failure_from_code(&failure).map(ApiError::from).unwrap_or_else(ApiError::internal));
             }
@@ -148,8 +152,9 @@ impl LegacyOrchestration {
             }
             Err(Step::Refused(f)) => return Err(f.into()),
             Err(Step::Error(e)) => return Err(e),
-        }
-        let (result, outcome) = match work.await {
+        };
+        let key = claim.with(json!({}));
+        let (result, outcome) = match work(&claim).await {
             Ok(v) => {
                 let outcome = json!({ "resource": resource_id(&v) });
                 (Ok(v), outcome)
@@ -179,9 +184,27 @@ impl LegacyOrchestration {
     }
 }
 
+/// The attempt a step runs under; every money-moving step's body carries it.
+struct Claim<'a> {
+    call: &'a Call<'a>,
+    attempt: u64,
+}
+
+impl Claim<'_> {
+    /// `body` with the claim's fields added.
+    fn with(&self, mut body: serde_json::Value) -> serde_json::Value {
+        let c = self.call;
+        body["client"] = json!(c.client);
+        body["key"] = json!(c.idempotency_key);
+        body["fingerprint"] = json!(c.fingerprint);
+        body["attempt"] = json!(self.attempt);
+        body
+    }
+}
+
 impl PaymentOrchestration for LegacyOrchestration {
     async fn create_charge(&self, call: &Call<'_>, req: &NewCharge) -> Result<Charge, ApiError> {
-        let work = async {
+        let work = async |claim: &Claim<'_>| {
             let risk: serde_json::Value = self
                 .call(
                     "/components/risk/assessments",
@@ -196,10 +219,9 @@ impl PaymentOrchestration for LegacyOrchestration {
             let auth: serde_json::Value = self
                 .call(
                     "/components/authorizations",
-                    Some(json!({
-                        "client": call.client, "key": call.idempotency_key,
+                    Some(claim.with(json!({
                         "amount": req.amount, "currency": req.currency, "source": req.source,
-                    })),
+                    }))),
                 )
                 .await?;
             if auth["status"] != "authorized" {
@@ -207,14 +229,11 @@ impl PaymentOrchestration for LegacyOrchestration {
             }
             let authorization = auth["authorization"].clone();
             let _: serde_json::Value =
-                self.call("/components/captures", Some(json!({ "authorization": authorization }))).await?;
+                self.call("/components/captures", Some(claim.with(json!({ "authorization": authorization })))).await?;
             let ledger: LedgerCharge = self
                 .call(
                     "/components/ledger/charges",
-                    Some(json!({
-                        "client": call.client, "key": call.idempotency_key,
-                        "authorization": authorization, "description": req.description,
-                    })),
+                    Some(claim.with(json!({ "authorization": authorization, "description": req.description }))),
                 )
                 .await?;
             Ok(charge(ledger))
@@ -226,19 +245,18 @@ impl PaymentOrchestration for LegacyOrchestration {
         self.idempotent(call, "charge", from_record, |c: &Charge| &c.id, work).await
     }
 
-    async fn get_charge(&self, id: &str) -> Result<Charge, ApiError> {
-        self.get(&format!("/components/ledger/charges/{id}"), "No such charge.").await.map(charge)
+    async fn get_charge(&self, reader: Reader<'_>, id: &str) -> Result<Charge, ApiError> {
+        self.get(&format!("/components/ledger/charges/{id}?{}", reader.query("client")), "No such charge.")
+            .await
+            .map(charge)
     }
 
     async fn create_refund(&self, call: &Call<'_>, req: &NewRefund) -> Result<Refund, ApiError> {
-        let work = async {
+        let work = async |claim: &Claim<'_>| {
             let ledger: LedgerRefund = self
                 .call(
                     "/components/ledger/refunds",
-                    Some(json!({
-                        "client": call.client, "key": call.idempotency_key,
-                        "charge": req.charge, "amount": req.amount,
-                    })),
+                    Some(claim.with(json!({ "charge": req.charge, "amount": req.amount }))),
                 )
                 .await?;
             Ok(refund(ledger))
@@ -250,28 +268,24 @@ impl PaymentOrchestration for LegacyOrchestration {
         self.idempotent(call, "refund", from_record, |r: &Refund| &r.id, work).await
     }
 
-    async fn get_refund(&self, id: &str) -> Result<Refund, ApiError> {
-        self.get(&format!("/components/ledger/refunds/{id}"), "No such refund.").await.map(refund)
+    async fn get_refund(&self, reader: Reader<'_>, id: &str) -> Result<Refund, ApiError> {
+        self.get(&format!("/components/ledger/refunds/{id}?{}", reader.query("client")), "No such refund.")
+            .await
+            .map(refund)
     }
 
     async fn create_disbursement(&self, call: &Call<'_>, req: &NewDisbursement) -> Result<Disbursement, ApiError> {
-        let work = async {
+        let work = async |claim: &Claim<'_>| {
             let transfer: serde_json::Value = self
                 .call(
                     "/components/transfers",
-                    Some(json!({
-                        "client": call.client, "key": call.idempotency_key,
+                    Some(claim.with(json!({
                         "amount": req.amount, "currency": req.currency, "destination": req.destination,
-                    })),
+                    }))),
                 )
                 .await?;
             let ledger: LedgerDisbursement = self
-                .call(
-                    "/components/ledger/disbursements",
-                    Some(json!({
-                        "client": call.client, "key": call.idempotency_key, "transfer": transfer["transfer"],
-                    })),
-                )
+                .call("/components/ledger/disbursements", Some(claim.with(json!({ "transfer": transfer["transfer"] }))))
                 .await?;
             Ok(disbursement(ledger))
         };
@@ -282,8 +296,9 @@ impl PaymentOrchestration for LegacyOrchestration {
         self.idempotent(call, "disbursement", from_record, |d: &Disbursement| &d.id, work).await
     }
 
-    async fn get_disbursement(&self, id: &str) -> Result<Disbursement, ApiError> {
-        self.get(&format!("/components/ledger/disbursements/{id}"), "No such disbursement.").await.map(disbursement)
+    async fn get_disbursement(&self, reader: Reader<'_>, id: &str) -> Result<Disbursement, ApiError> {
+        let path = format!("/components/ledger/disbursements/{id}?{}", reader.query("client"));
+        self.get(&path, "No such disbursement.").await.map(disbursement)
     }
 }
 

@@ -24,7 +24,7 @@ pub mod service;
 
 pub use error::{ApiError, ErrorType, Failure};
 pub use http::{JsonClient, Transport};
-pub use model::{Call, Charge, Disbursement, NewCharge, NewDisbursement, NewRefund, Refund};
+pub use model::{Call, Charge, Disbursement, NewCharge, NewDisbursement, NewRefund, Reader, Refund};
 
 use std::future::Future;
 
@@ -32,15 +32,17 @@ use std::future::Future;
 ///
 /// Creating calls carry a [`Call`] with the client id and idempotency key;
 /// implementations must make a retried call with the same key and body
-/// replay the first outcome rather than move money twice.
+/// replay the first outcome rather than move money twice. Reads carry the
+/// [`Reader`]: a resource of another client is `resource_missing`, exactly
+/// like an unknown id.
 pub trait PaymentOrchestration: Send + Sync {
     fn create_charge(&self, call: &Call<'_>, req: &NewCharge) -> impl Future<Output = Result<Charge, ApiError>> + Send;
 
-    fn get_charge(&self, id: &str) -> impl Future<Output = Result<Charge, ApiError>> + Send;
+    fn get_charge(&self, reader: Reader<'_>, id: &str) -> impl Future<Output = Result<Charge, ApiError>> + Send;
 
     fn create_refund(&self, call: &Call<'_>, req: &NewRefund) -> impl Future<Output = Result<Refund, ApiError>> + Send;
 
-    fn get_refund(&self, id: &str) -> impl Future<Output = Result<Refund, ApiError>> + Send;
+    fn get_refund(&self, reader: Reader<'_>, id: &str) -> impl Future<Output = Result<Refund, ApiError>> + Send;
 
     fn create_disbursement(
         &self,
@@ -48,5 +50,9 @@ pub trait PaymentOrchestration: Send + Sync {
         req: &NewDisbursement,
     ) -> impl Future<Output = Result<Disbursement, ApiError>> + Send;
 
-    fn get_disbursement(&self, id: &str) -> impl Future<Output = Result<Disbursement, ApiError>> + Send;
+    fn get_disbursement(
+        &self,
+        reader: Reader<'_>,
+        id: &str,
+    ) -> impl Future<Output = Result<Disbursement, ApiError>> + Send;
 }

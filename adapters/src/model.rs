@@ -15,6 +15,29 @@ pub struct Call<'a> {
     pub fingerprint: &'a str,
 }
 
+/// Who reads a resource. Every resource belongs to the client that created
+/// it; another client's reads answer like an unknown id. An operator's
+/// lookup of any client's resource is explicit, never a default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader<'a> {
+    Client(&'a str),
+    Operator,
+}
+
+impl Reader<'_> {
+    /// The read's query string for the orchestrator, `param` naming the
+    /// client (`client` on the components, `client_ref` on the workflows);
+    /// the id is percent-encoded.
+    pub fn query(&self, param: &str) -> String {
+        match self {
+            Reader::Client(c) => {
+                format!("{param}={}", percent_encoding::utf8_percent_encode(c, percent_encoding::NON_ALPHANUMERIC))
+            }
+            Reader::Operator => "any_client=1".to_owned(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewCharge {
     pub amount: u64,
@@ -87,4 +110,16 @@ impl Refund {
 impl Disbursement {
     pub const OBJECT: &'static str = "disbursement";
     pub const PAID: &'static str = "paid";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_is_one_percent_encoded_query_param() {
+        assert_eq!(Reader::Client("a b&c=d/é").query("client"), "client=a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(Reader::Client("plain").query("client_ref"), "client_ref=plain");
+        assert_eq!(Reader::Operator.query("client"), "any_client=1");
+    }
 }

@@ -12,6 +12,7 @@
 //! | `created` (unix seconds)    | `created_at` (RFC 3339)                         |
 //! | synchronous answer          | an execution that may be `RUNNING`: poll it     |
 //! | public error codes          | failure `reason`s in SCREAMING_CASE             |
+//! | the reading client          | `?client_ref=<id>` (or `?any_client=1`) on reads |
 //!
 //! A request that may have reached the service is never retried on the
 //! legacy path: the caller gets a 502 and retries with the same key, which
@@ -20,7 +21,8 @@
 use crate::currency;
 use crate::http::{JsonClient, Transport};
 use crate::{
-    ApiError, Call, Charge, Disbursement, Failure, NewCharge, NewDisbursement, NewRefund, PaymentOrchestration, Refund,
+    ApiError, Call, Charge, Disbursement, Failure, NewCharge, NewDisbursement, NewRefund, PaymentOrchestration, Reader,
+    Refund,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -122,7 +124,11 @@ impl OrchestrationAdapter {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(POLL_MAX);
-            let path = format!("/workflows/v1/executions/{}", exec.execution_id);
+            let path = format!(
+                "/workflows/v1/executions/{}?{}",
+                exec.execution_id,
+                Reader::Client(call.client).query("client_ref")
+            );
             exec = match self.http.get(&path).await {
                 Ok((200, bytes)) => decode(&bytes)?,
                 Ok((status, bytes)) => return Err(unexpected(status, &bytes)),
@@ -168,8 +174,9 @@ impl PaymentOrchestration for OrchestrationAdapter {
         charge(from_value(output)?)
     }
 
-    async fn get_charge(&self, id: &str) -> Result<Charge, ApiError> {
-        charge(self.read(&format!("/workflows/v1/charges/{id}"), "id", "No such charge.").await?)
+    async fn get_charge(&self, reader: Reader<'_>, id: &str) -> Result<Charge, ApiError> {
+        let path = format!("/workflows/v1/charges/{id}?{}", reader.query("client_ref"));
+        charge(self.read(&path, "id", "No such charge.").await?)
     }
 
     async fn create_refund(&self, call: &Call<'_>, req: &NewRefund) -> Result<Refund, ApiError> {
@@ -178,8 +185,10 @@ impl PaymentOrchestration for OrchestrationAdapter {
         let amount = match req.amount {
             None => Value::Null,
             Some(amount) => {
-                let charge: WfCharge =
-                    self.read(&format!("/workflows/v1/charges/{}", req.charge), "charge", "No such charge.").await?;
+                // As the refunding client: another client's charge is unknown.
+                let path =
+                    format!("/workflows/v1/charges/{}?{}", req.charge, Reader::Client(call.client).query("client_ref"));
+                let charge: WfCharge = self.read(&path, "charge", "No such charge.").await?;
                 money(amount, &charge.amount.currency.to_ascii_lowercase())?
             }
         };
@@ -188,8 +197,9 @@ impl PaymentOrchestration for OrchestrationAdapter {
         refund(from_value(output)?)
     }
 
-    async fn get_refund(&self, id: &str) -> Result<Refund, ApiError> {
-        refund(self.read(&format!("/workflows/v1/refunds/{id}"), "id", "No such refund.").await?)
+    async fn get_refund(&self, reader: Reader<'_>, id: &str) -> Result<Refund, ApiError> {
+        let path = format!("/workflows/v1/refunds/{id}?{}", reader.query("client_ref"));
+        refund(self.read(&path, "id", "No such refund.").await?)
     }
 
     async fn create_disbursement(&self, call: &Call<'_>, req: &NewDisbursement) -> Result<Disbursement, ApiError> {
@@ -201,8 +211,9 @@ impl PaymentOrchestration for OrchestrationAdapter {
         payout(from_value(output)?)
     }
 
-    async fn get_disbursement(&self, id: &str) -> Result<Disbursement, ApiError> {
-        payout(self.read(&format!("/workflows/v1/payouts/{id}"), "id", "No such disbursement.").await?)
+    async fn get_disbursement(&self, reader: Reader<'_>, id: &str) -> Result<Disbursement, ApiError> {
+        let path = format!("/workflows/v1/payouts/{id}?{}", reader.query("client_ref"));
+        payout(self.read(&path, "id", "No such disbursement.").await?)
     }
 }
 

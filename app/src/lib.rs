@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use paymesh_adapters::legacy::LegacyOrchestration;
 use paymesh_adapters::orchestration::OrchestrationAdapter;
-use paymesh_adapters::{ApiError, Call, JsonClient, PaymentOrchestration};
+use paymesh_adapters::{ApiError, Call, JsonClient, PaymentOrchestration, Reader};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -63,6 +63,9 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Bound on one backend call, and on a whole orchestration execution.
     pub timeout: Duration,
+    /// Clients whose reads may look up any client's resource (platform
+    /// operators). Everyone else reads only what they created.
+    pub operator_clients: Vec<String>,
 }
 
 /// The app: both orchestration paths, ready to serve.
@@ -70,6 +73,7 @@ pub struct Settings {
 pub struct App {
     legacy: LegacyOrchestration,
     orchestration: OrchestrationAdapter,
+    operators: std::sync::Arc<[String]>,
 }
 
 /// One public operation, validated.
@@ -88,6 +92,7 @@ impl App {
         App {
             legacy: LegacyOrchestration::new(http.clone()),
             orchestration: OrchestrationAdapter::new(http, settings.timeout),
+            operators: settings.operator_clients.clone().into(),
         }
     }
 
@@ -162,15 +167,24 @@ impl App {
         };
         let client = client_id(parts);
         match route {
-            Route::Legacy => serve(&self.legacy, client, op).await,
-            Route::Orchestration => serve(&self.orchestration, client, op).await,
+            Route::Legacy => serve(&self.legacy, client, self.operators.iter().any(|o| o == client), op).await,
+            Route::Orchestration => {
+                serve(&self.orchestration, client, self.operators.iter().any(|o| o == client), op).await
+            }
         }
     }
 }
 
 /// The one place a path is called: the same code for both, so that the
 /// only difference between the paths is the implementation behind them.
-async fn serve<O: PaymentOrchestration>(path: &O, client: &str, op: Op<'_>) -> Result<Response<Full<Bytes>>, ApiError> {
+/// Reads are the client's own, or any client's for a configured operator.
+async fn serve<O: PaymentOrchestration>(
+    path: &O,
+    client: &str,
+    operator: bool,
+    op: Op<'_>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let reader = if operator { Reader::Operator } else { Reader::Client(client) };
     fn call<'a>(client: &'a str, body: &'a validate::Body, key: &'a str) -> Call<'a> {
         Call { client, idempotency_key: key, fingerprint: &body.fingerprint }
     }
@@ -187,9 +201,9 @@ async fn serve<O: PaymentOrchestration>(path: &O, client: &str, op: Op<'_>) -> R
             let req = validate::disbursement(&body)?;
             json(StatusCode::CREATED, &path.create_disbursement(&call(client, &body, key), &req).await?)
         }
-        Op::GetCharge(id) => json(StatusCode::OK, &path.get_charge(id).await?),
-        Op::GetRefund(id) => json(StatusCode::OK, &path.get_refund(id).await?),
-        Op::GetDisbursement(id) => json(StatusCode::OK, &path.get_disbursement(id).await?),
+        Op::GetCharge(id) => json(StatusCode::OK, &path.get_charge(reader, id).await?),
+        Op::GetRefund(id) => json(StatusCode::OK, &path.get_refund(reader, id).await?),
+        Op::GetDisbursement(id) => json(StatusCode::OK, &path.get_disbursement(reader, id).await?),
     })
 }
 

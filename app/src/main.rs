@@ -24,6 +24,11 @@ struct Args {
     /// Bound on connecting to the orchestration service.
     #[arg(long, env = "PAYMESH_APP_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
+    /// Client ids (comma-separated) of platform operators: their reads may
+    /// look up any client's resource. Everyone else reads only the
+    /// resources they created (another client's answer 404). Default: none.
+    #[arg(long, env = "PAYMESH_APP_OPERATOR_CLIENTS", value_delimiter = ',')]
+    operator_clients: Vec<String>,
     /// Log format: json or text.
     #[arg(long, env = "PAYMESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -44,6 +49,7 @@ fn main() -> anyhow::Result<()> {
             orchestrator: args.orchestrator.clone(),
             connect_timeout: args.connect_timeout,
             timeout: args.timeout,
+            operator_clients: args.operator_clients.iter().filter(|c| !c.is_empty()).cloned().collect(),
         }));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

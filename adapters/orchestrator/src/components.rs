@@ -2,11 +2,15 @@
 //! idempotency, risk, authorization, capture, transfers and the ledger.
 //!
 //! Vocabulary: minor units, lowercase currencies, `{"error":"<code>"}` on
-//! refusal. Every money-moving step is idempotent on (client, key).
+//! refusal. Every money-moving step carries the claim `begin` handed out
+//! (client, key, fingerprint, attempt) and is idempotent on it; a step of a
+//! superseded attempt is refused (409 `attempt_superseded`), one whose body
+//! does not match the claim or its earlier effect is 422
+//! `fingerprint_mismatch`. Reads name the owning client.
 
-use crate::http::{Resp, decode, json};
+use crate::http::{Resp, decode, json, reader};
 use crate::model::{Charge, Failure, Operation, Outcome, Payout, Refund};
-use crate::store::{Begin, Store, StoreError};
+use crate::store::{Begin, Claim, Store, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,11 +23,26 @@ struct BeginReq {
     operation: Operation,
 }
 
+/// The attempt a step belongs to, as `begin` handed it out: flattened into
+/// every money-moving step's body and checked in the step's transaction.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyReq {
+struct ClaimReq {
     client: String,
     key: String,
+    fingerprint: String,
+    attempt: u64,
+}
+
+impl From<ClaimReq> for Claim {
+    fn from(c: ClaimReq) -> Claim {
+        Claim { client: c.client, key: c.key, fingerprint: c.fingerprint, attempt: c.attempt }
+    }
+}
+
+#[derive(Deserialize)]
+struct KeyReq {
+    #[serde(flatten)]
+    claim: ClaimReq,
     #[serde(default)]
     outcome: Option<OutcomeReq>,
 }
@@ -45,54 +64,50 @@ struct RiskReq {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct AuthReq {
-    client: String,
-    key: String,
+    #[serde(flatten)]
+    claim: ClaimReq,
     amount: u64,
     currency: String,
     source: String,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct CaptureReq {
+    #[serde(flatten)]
+    claim: ClaimReq,
     authorization: String,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct LedgerChargeReq {
-    client: String,
-    key: String,
+    #[serde(flatten)]
+    claim: ClaimReq,
     authorization: String,
     description: Option<String>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RefundReq {
-    client: String,
-    key: String,
+    #[serde(flatten)]
+    claim: ClaimReq,
     charge: String,
     amount: Option<u64>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct TransferReq {
-    client: String,
-    key: String,
+    #[serde(flatten)]
+    claim: ClaimReq,
     amount: u64,
     currency: String,
     destination: String,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct LedgerPayoutReq {
-    client: String,
-    key: String,
+    #[serde(flatten)]
+    claim: ClaimReq,
     transfer: String,
 }
 
@@ -108,7 +123,9 @@ async fn handle_post(store: &Store, path: &[&str], body: &[u8]) -> Result<Resp, 
         ["idempotency", "begin"] => {
             let r: BeginReq = decode(body)?;
             match store.begin(&r.client, &r.key, &r.fingerprint, r.operation).await.map_err(error)? {
-                Begin::Started { execution } => json(201, &json!({ "state": "started", "execution": execution })),
+                Begin::Started { execution, attempt } => {
+                    json(201, &json!({ "state": "started", "execution": execution, "attempt": attempt }))
+                }
                 Begin::InProgress { .. } => json(409, &json!({ "error": "in_progress" })),
                 Begin::Mismatch => json(422, &json!({ "error": "fingerprint_mismatch" })),
                 Begin::Completed { outcome, .. } => {
@@ -118,12 +135,13 @@ async fn handle_post(store: &Store, path: &[&str], body: &[u8]) -> Result<Resp, 
         }
         ["idempotency", "complete"] => {
             let r: KeyReq = decode(body)?;
+            let claim = r.claim.into();
             match r.outcome {
                 Some(OutcomeReq { resource: Some(id), failure: None }) => {
-                    store.complete_with(&r.client, &r.key, &id).await.map_err(error)?;
+                    store.complete_with(&claim, &id).await.map_err(error)?;
                 }
                 Some(OutcomeReq { resource: None, failure: Some(f) }) => {
-                    store.complete(&r.client, &r.key, Outcome::Failure(f)).await.map_err(error)?;
+                    store.complete(&claim, Outcome::Failure(f)).await.map_err(error)?;
                 }
                 _ => return Err(invalid("outcome needs exactly one of resource, failure")),
             }
@@ -131,7 +149,7 @@ async fn handle_post(store: &Store, path: &[&str], body: &[u8]) -> Result<Resp, 
         }
         ["idempotency", "release"] => {
             let r: KeyReq = decode(body)?;
-            store.release(&r.client, &r.key).await.map_err(error)?;
+            store.release(&r.claim.into()).await.map_err(error)?;
             json(200, &json!({}))
         }
         ["risk", "assessments"] => {
@@ -141,49 +159,54 @@ async fn handle_post(store: &Store, path: &[&str], body: &[u8]) -> Result<Resp, 
         }
         ["authorizations"] => {
             let r: AuthReq = decode(body)?;
-            let a = store.authorize(&r.client, &r.key, r.amount, &r.currency, &r.source).await.map_err(error)?;
+            let a = store.authorize(&r.claim.into(), r.amount, &r.currency, &r.source).await.map_err(error)?;
             json(201, &json!({ "authorization": a.id, "status": a.status }))
         }
         ["captures"] => {
             let r: CaptureReq = decode(body)?;
-            store.capture(&r.authorization).await.map_err(error)?;
+            store.capture(&r.claim.into(), &r.authorization).await.map_err(error)?;
             json(200, &json!({ "status": "captured" }))
         }
         ["ledger", "charges"] => {
             let r: LedgerChargeReq = decode(body)?;
-            let c = store.record_charge(&r.client, &r.key, &r.authorization, r.description).await.map_err(error)?;
+            let c = store.record_charge(&r.claim.into(), &r.authorization, r.description).await.map_err(error)?;
             json(201, &charge(&c))
         }
         ["ledger", "refunds"] => {
             let r: RefundReq = decode(body)?;
-            let refund = store.refund(&r.client, &r.key, &r.charge, r.amount).await.map_err(error)?;
+            let refund = store.refund(&r.claim.into(), &r.charge, r.amount).await.map_err(error)?;
             json(201, &self::refund(&refund))
         }
         ["transfers"] => {
             let r: TransferReq = decode(body)?;
-            let t = store.transfer(&r.client, &r.key, r.amount, &r.currency, &r.destination).await.map_err(error)?;
+            let t = store.transfer(&r.claim.into(), r.amount, &r.currency, &r.destination).await.map_err(error)?;
             json(201, &json!({ "transfer": t.id, "status": "sent" }))
         }
         ["ledger", "disbursements"] => {
             let r: LedgerPayoutReq = decode(body)?;
-            let p = store.record_payout(&r.client, &r.key, &r.transfer).await.map_err(error)?;
+            let p = store.record_payout(&r.claim.into(), &r.transfer).await.map_err(error)?;
             json(201, &payout(&p))
         }
         _ => json(404, &json!({ "error": "no_such_endpoint" })),
     })
 }
 
-/// Routes `GET /components/<path>`.
-pub fn get(store: &Store, path: &[&str]) -> Resp {
+/// Routes `GET /components/<path>?client=<id>` (or `?any_client=1`, an
+/// operator's lookup). Another client's resource answers like an unknown id.
+pub async fn get(store: &Store, path: &[&str], query: Option<&str>) -> Resp {
+    let Some(reader) = reader(query, "client") else {
+        return invalid("a read needs ?client=<id> (or ?any_client=1 for an operator)");
+    };
     let found = match path {
-        ["ledger", "charges", id] => store.charge(id).map(|c| charge(&c)),
-        ["ledger", "refunds", id] => store.refund_by_id(id).map(|r| refund(&r)),
-        ["ledger", "disbursements", id] => store.payout(id).map(|p| payout(&p)),
+        ["ledger", "charges", id] => store.charge(id, &reader).await.map(|c| c.map(|c| charge(&c))),
+        ["ledger", "refunds", id] => store.refund_by_id(id, &reader).await.map(|r| r.map(|r| refund(&r))),
+        ["ledger", "disbursements", id] => store.payout(id, &reader).await.map(|p| p.map(|p| payout(&p))),
         _ => return json(404, &json!({ "error": "no_such_endpoint" })),
     };
     match found {
-        Some(v) => json(200, &v),
-        None => json(404, &json!({ "error": "not_found" })),
+        Ok(Some(v)) => json(200, &v),
+        Ok(None) => json(404, &json!({ "error": "not_found" })),
+        Err(e) => error(e),
     }
 }
 
@@ -227,8 +250,10 @@ fn error(e: StoreError) -> Resp {
         StoreError::Refused(Failure::ChargeNotFound) => json(404, &json!({ "error": "charge_not_found" })),
         StoreError::Refused(f) => json(422, &json!({ "error": f.code() })),
         StoreError::NotFound => json(404, &json!({ "error": "not_found" })),
-        StoreError::Log(detail) => {
-            tracing::error!(%detail, "store write failed");
+        StoreError::Mismatch => json(422, &json!({ "error": "fingerprint_mismatch" })),
+        StoreError::Superseded => json(409, &json!({ "error": "attempt_superseded" })),
+        e @ (StoreError::Disk(_) | StoreError::Unavailable(_)) => {
+            tracing::error!(error = %e, "store unavailable");
             json(503, &json!({ "error": "storage_unavailable" }))
         }
     }

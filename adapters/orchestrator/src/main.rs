@@ -2,8 +2,9 @@
 //!
 //! The adaptee of the orchestration path and the component backend of the
 //! legacy path, over one durable store: a payment made through either path
-//! is visible through both. Acknowledged writes are fsync'd first; see
-//! `store.rs` and `wal.rs`.
+//! is visible through both. The store is SQLite (WAL, `synchronous=FULL`):
+//! every operation is one transaction, answered after its COMMIT; see
+//! `store.rs`.
 
 // Handlers return a ready response as their error: one per request, not hot.
 #![allow(clippy::result_large_err)]
@@ -12,7 +13,6 @@ mod components;
 mod http;
 mod model;
 mod store;
-mod wal;
 mod workflows;
 
 use clap::Parser;
@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use store::Store;
+use store::{Config, Store};
 use workflows::Pace;
 
 /// Reference orchestration service: workflow executions and payment
@@ -32,9 +32,19 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "PAYMESH_ORCHESTRATOR_LISTEN", default_value = "127.0.0.1:8090")]
     listen: SocketAddr,
-    /// Directory of the durable store (created if missing).
+    /// Directory of the durable store (created if missing). It holds the
+    /// SQLite database (`paymesh.db` and its `-wal`/`-shm` files) only.
     #[arg(long, env = "PAYMESH_ORCHESTRATOR_DATA_DIR")]
     data_dir: PathBuf,
+    /// SQLite page cache in MiB (shared by the writer and the reader
+    /// connection): the bound on the store's memory, whatever the data size.
+    #[arg(long, env = "PAYMESH_ORCHESTRATOR_CACHE_MIB", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=4096))]
+    cache_mib: u32,
+    /// How long a pending idempotency claim holds its key without a step of
+    /// its attempt renewing it; then a retry takes it over (fenced: the old
+    /// attempt's later steps are refused).
+    #[arg(long, env = "PAYMESH_ORCHESTRATOR_CLAIM_LEASE", default_value = "5s", value_parser = humantime::parse_duration)]
+    claim_lease: Duration,
     /// Simulated latency of each component call and workflow step, e.g. `20ms`.
     #[arg(long, env = "PAYMESH_ORCHESTRATOR_STEP_DELAY", default_value = "0ms", value_parser = humantime::parse_duration)]
     step_delay: Duration,
@@ -54,10 +64,18 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config { cache_mib: args.cache_mib, lease: args.claim_lease, ..Config::default() };
     let store = Arc::new(
-        Store::open(&args.data_dir)
+        Store::open_with(&args.data_dir, config)
             .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", args.data_dir.display()))?,
     );
+    let pace = Pace { step_delay: args.step_delay, sync_window: args.sync_window };
+    match workflows::resume(&store, pace).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(resumed = n, "resumed workflow executions that were running at the last stop"),
+        // Not fatal: a client's retry takes the execution over as well.
+        Err(e) => tracing::error!(error = %e, "could not look for executions to resume"),
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
@@ -68,14 +86,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            let n = expiry.expire();
-            if n > 0 {
-                tracing::info!(expired = n, "forgot idempotency keys past retention");
+            match expiry.expire().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "forgot idempotency keys past retention"),
+                Err(e) => tracing::warn!(error = %e, "idempotency expiry failed; retrying at the next tick"),
             }
         }
     });
 
-    let pace = Pace { step_delay: args.step_delay, sync_window: args.sync_window };
     let handle = move |req: hyper::Request<hyper::body::Incoming>| {
         let store = store.clone();
         async move { route(&store, pace, req).await }
@@ -91,8 +109,8 @@ async fn route(store: &Arc<Store>, pace: Pace, req: hyper::Request<hyper::body::
     let method = &parts.method;
     match (method.as_str(), path.as_slice()) {
         ("GET", ["healthz"]) => http::json(200, &json!({ "status": "ok" })),
-        ("GET", ["components", rest @ ..]) => components::get(store, rest),
-        ("GET", ["workflows", "v1", rest @ ..]) => workflows::get(store, rest),
+        ("GET", ["components", rest @ ..]) => components::get(store, rest, parts.uri.query()).await,
+        ("GET", ["workflows", "v1", rest @ ..]) => workflows::get(store, rest, parts.uri.query()).await,
         ("POST", ["components", ..]) | ("POST", ["workflows", "v1", "executions"]) => {
             let body = match http::read_body(body).await {
                 Ok(b) => b,

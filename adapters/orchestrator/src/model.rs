@@ -71,21 +71,6 @@ pub struct Payout {
     pub created_ms: u64,
 }
 
-/// One idempotency key's life: who, what request, and how it ended.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Idempotency {
-    pub client: String,
-    pub key: String,
-    pub fingerprint: String,
-    pub operation: Operation,
-    pub execution: String,
-    pub created_ms: u64,
-    /// When the current attempt started; a pending attempt older than the
-    /// lease is presumed dead and may be taken over.
-    pub attempt_ms: u64,
-    pub outcome: Outcome,
-}
-
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
@@ -127,17 +112,4 @@ impl Failure {
             Failure::CardDeclined => "card_declined",
         }
     }
-}
-
-/// A log line: every change in one line applies atomically on replay.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
-pub enum Record {
-    Authorization(Authorization),
-    Charge(Charge),
-    Refund(Refund),
-    Transfer(Transfer),
-    Payout(Payout),
-    Idempotency(Idempotency),
-    IdempotencyRemoved { client: String, key: String },
 }

@@ -1,63 +1,83 @@
-//! The durable store: in-memory state, every change logged and fsync'd
-//! before it is acknowledged.
+//! The durable store: SQLite in WAL mode with `synchronous=FULL`, one
+//! transaction per API operation, answered only after its COMMIT returned.
 //!
-//! Operations take the state lock, check and change the state, and queue
-//! their log record while still holding it, so the log's order is the order
-//! the changes were made in; they release the lock and then wait for the
-//! fsync. Nothing is answered before its record is durable.
+//! Writes run on one connection thread (SQLite has one writer at a time
+//! anyway), reads on another, so reads never queue behind an fsync and the
+//! async runtime never blocks on the disk (`db.rs`). The schema is in
+//! `schema.rs`, the SQL of each operation in `ops.rs`.
 //!
-//! Every money-moving operation is idempotent on (client, key): asked twice,
-//! it returns the first result. That is what lets a caller that crashed
-//! half-way through a payment retry the whole sequence safely.
+//! Every money-moving operation is idempotent on its idempotency claim:
+//! asked twice, it returns the first result; asked by an attempt that was
+//! taken over (a lower attempt number), it is refused. That is what lets a
+//! caller that crashed half-way through a payment retry the whole sequence
+//! safely, and what keeps a slow old attempt and its retry from both moving
+//! money.
+
+mod db;
+mod ops;
+mod schema;
 
 use crate::model::*;
-use crate::wal::Wal;
-use std::collections::HashMap;
+use db::Worker;
+pub use ops::Pending;
+use ops::{Clock, Input};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long an idempotency key is remembered.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
-/// How long a pending attempt holds its key before a retry may take over.
-pub const PENDING_LEASE: Duration = Duration::from_secs(60);
+/// Idempotency records deleted per expiry transaction: short transactions,
+/// so payments never wait long behind the sweep.
+const EXPIRE_BATCH: u32 = 1000;
 
-type Key = (String, String);
-
-#[derive(Debug, Default)]
-struct State {
-    authorizations: HashMap<String, Authorization>,
-    charges: HashMap<String, Charge>,
-    refunds: HashMap<String, Refund>,
-    transfers: HashMap<String, Transfer>,
-    payouts: HashMap<String, Payout>,
-    idempotency: HashMap<Key, Idempotency>,
-    executions: HashMap<String, Key>,
-    /// (client, key) → id, per kind: what makes each step idempotent.
-    by_key: HashMap<(Kind, Key), String>,
+/// Tunables of [`Store::open_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// SQLite page cache, split between the writer and the reader connection.
+    pub cache_mib: u32,
+    /// How long a pending claim holds its key without a step renewing it.
+    pub lease: Duration,
+    /// How long an idempotency key is remembered.
+    pub retention: Duration,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Kind {
-    Authorization,
-    Charge,
-    Refund,
-    Transfer,
-    Payout,
+impl Default for Config {
+    fn default() -> Self {
+        Config { cache_mib: 16, lease: Duration::from_secs(5), retention: RETENTION }
+    }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Store {
-    state: Mutex<State>,
-    wal: Wal,
+    writer: Worker,
+    reader: Worker,
+    config: Config,
+}
+
+/// Who reads: the owning client, or an operator looking any resource up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reader {
+    Client(String),
+    Operator,
+}
+
+/// The attempt a step runs under: checked against the idempotency record
+/// in the step's own transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub client: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub attempt: u64,
 }
 
 /// What `begin` found for a key.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Begin {
-    /// This caller owns the key now; `execution` names the attempt.
+    /// This caller owns the key now, as `attempt` of `execution`.
     Started {
         execution: String,
+        attempt: u64,
     },
     InProgress {
         execution: String,
@@ -75,8 +95,16 @@ pub enum StoreError {
     Refused(Failure),
     #[error("not found")]
     NotFound,
-    #[error("write-ahead log: {0}")]
-    Log(String),
+    /// The request does not match what the key was first used for.
+    #[error("fingerprint mismatch")]
+    Mismatch,
+    /// The step's attempt is not the key's current one (taken over, done).
+    #[error("attempt superseded")]
+    Superseded,
+    #[error("database: {0}")]
+    Disk(#[from] rusqlite::Error),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -88,150 +116,91 @@ impl From<Failure> for StoreError {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, replays its log and compacts it.
+    #[cfg(test)]
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        Self::open_with(dir, Config::default())
+    }
+
+    /// Opens (or creates) the database in `dir`. Nothing is replayed: start
+    /// time does not grow with history.
+    pub fn open_with(dir: &Path, config: Config) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join("wal.log");
-        let (wal, lines) = Wal::open(&path)?;
-        let mut state = State::default();
-        for (n, line) in lines.iter().enumerate() {
-            let records: Vec<Record> = serde_json::from_slice(line)
-                .map_err(|e| anyhow::anyhow!("{}: record {n} is not valid: {e}", path.display()))?;
-            for r in records {
-                state.apply(r);
-            }
+        if dir.join("wal.log").exists() {
+            tracing::warn!(dir = %dir.display(), "ignoring wal.log of the old store: the reference store starts empty");
         }
-        // A pending attempt did not survive the restart; its steps are
-        // idempotent, so dropping the claim lets a retry finish it.
-        let now = now_ms();
-        state.idempotency.retain(|_, i| {
-            i.outcome != Outcome::Pending && now.saturating_sub(i.created_ms) < RETENTION.as_millis() as u64
-        });
-        state.executions.retain(|_, k| state.idempotency.contains_key(k));
-        drop(wal);
-        Wal::rewrite(&path, state.snapshot()?)?;
-        let (wal, _) = Wal::open(&path)?;
-        tracing::info!(
-            charges = state.charges.len(),
-            refunds = state.refunds.len(),
-            payouts = state.payouts.len(),
-            keys = state.idempotency.len(),
-            "store opened"
-        );
-        Ok(Store { state: Mutex::new(state), wal })
+        let path = dir.join("paymesh.db");
+        let half_kib = i64::from(config.cache_mib.max(2)) * 1024 / 2;
+        let writer = Worker::start("store-writer", &path, half_kib, Some(schema::SCHEMA))?;
+        let reader = Worker::start("store-reader", &path, half_kib, None)?;
+        Ok(Store { writer, reader, config })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave a half-applied change:
-        // changes are applied only after every check passed.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Applies `records`, queues them for the log and releases the lock;
-    /// the returned future resolves once they are durable.
-    ///
-    /// Callers keep the guard in a block that ends before they await, so
-    /// no lock is ever held across a disk flush.
-    fn commit(&self, state: &mut State, records: Vec<Record>) -> impl Future<Output = Result<()>> + Send + 'static {
-        let queued = serde_json::to_vec(&records).map(|line| {
-            for r in records {
-                state.apply(r);
-            }
-            self.wal.enqueue(line)
-        });
-        async move {
-            let durable = queued.map_err(|e| StoreError::Log(e.to_string()))?;
-            durable.await.map_err(|_| StoreError::Log("writer stopped".into()))?.map_err(StoreError::Log)
+    fn clock(&self) -> Clock {
+        Clock {
+            now: now_ms(),
+            lease_ms: self.config.lease.as_millis() as u64,
+            retention_ms: self.config.retention.as_millis() as u64,
         }
     }
 
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>, &Clock) -> Result<T> + Send + 'static,
+    {
+        let clock = self.clock();
+        self.writer.run(move |c| c.write(|tx| f(tx, &clock))).await
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        self.reader.run(move |c| c.read(f)).await
+    }
+
+    /// Claims (client, key) for a component caller.
     pub async fn begin(&self, client: &str, key: &str, fingerprint: &str, operation: Operation) -> Result<Begin> {
-        let now = now_ms();
-        let (durable, execution) = {
-            let mut state = self.lock();
-            let k = (client.to_owned(), key.to_owned());
-            let mut entry = match state.idempotency.get(&k) {
-                Some(i) if now.saturating_sub(i.created_ms) < RETENTION.as_millis() as u64 => {
-                    if i.fingerprint != fingerprint || i.operation != operation {
-                        return Ok(Begin::Mismatch);
-                    }
-                    match &i.outcome {
-                        Outcome::Pending if now.saturating_sub(i.attempt_ms) < PENDING_LEASE.as_millis() as u64 => {
-                            return Ok(Begin::InProgress { execution: i.execution.clone() });
-                        }
-                        Outcome::Pending => i.clone(),
-                        outcome => {
-                            return Ok(Begin::Completed { execution: i.execution.clone(), outcome: outcome.clone() });
-                        }
-                    }
-                }
-                _ => Idempotency {
-                    client: client.to_owned(),
-                    key: key.to_owned(),
-                    fingerprint: fingerprint.to_owned(),
-                    operation,
-                    execution: new_id("wfx"),
-                    created_ms: now,
-                    attempt_ms: now,
-                    outcome: Outcome::Pending,
-                },
-            };
-            entry.attempt_ms = now;
-            let execution = entry.execution.clone();
-            (self.commit(&mut state, vec![Record::Idempotency(entry)]), execution)
-        };
-        durable.await?;
-        Ok(Begin::Started { execution })
+        let (client, key, fingerprint) = (client.to_owned(), key.to_owned(), fingerprint.to_owned());
+        self.write(move |tx, clock| ops::begin(tx, clock, &client, &key, &fingerprint, operation, None)).await
     }
 
-    /// Records the outcome of a started key.
-    pub async fn complete(&self, client: &str, key: &str, outcome: Outcome) -> Result<()> {
-        let durable = {
-            let mut state = self.lock();
-            let Some(mut entry) = state.idempotency.get(&(client.to_owned(), key.to_owned())).cloned() else {
-                return Err(StoreError::NotFound);
-            };
-            entry.outcome = outcome;
-            self.commit(&mut state, vec![Record::Idempotency(entry)])
-        };
-        durable.await
+    /// Claims (client, key) for a workflow execution, keeping its input in
+    /// the same transaction so the execution can be resumed after a crash.
+    pub async fn begin_execution(
+        &self,
+        client: &str,
+        key: &str,
+        fingerprint: &str,
+        operation: Operation,
+        workflow: &str,
+        input: &str,
+    ) -> Result<Begin> {
+        let owned = [client, key, fingerprint, workflow, input].map(str::to_owned);
+        self.write(move |tx, clock| {
+            let [client, key, fingerprint, workflow, input] = &owned;
+            ops::begin(tx, clock, client, key, fingerprint, operation, Some(Input { workflow, input }))
+        })
+        .await
     }
 
-    /// Completes a key with the current state of the resource `id`.
-    pub async fn complete_with(&self, client: &str, key: &str, id: &str) -> Result<Outcome> {
-        let outcome = {
-            let state = self.lock();
-            if let Some(c) = state.charges.get(id) {
-                Outcome::Charge(c.clone())
-            } else if let Some(r) = state.refunds.get(id) {
-                Outcome::Refund(r.clone())
-            } else if let Some(p) = state.payouts.get(id) {
-                Outcome::Payout(p.clone())
-            } else {
-                return Err(StoreError::NotFound);
-            }
-        };
-        self.complete(client, key, outcome.clone()).await?;
-        Ok(outcome)
+    /// Records the outcome of the claim's attempt.
+    pub async fn complete(&self, claim: &Claim, outcome: Outcome) -> Result<()> {
+        let claim = claim.clone();
+        self.write(move |tx, clock| ops::complete(tx, clock, &claim, &outcome)).await
     }
 
-    /// Frees a pending key so that a retry can run (a failed attempt).
-    pub async fn release(&self, client: &str, key: &str) -> Result<()> {
-        let durable = {
-            let mut state = self.lock();
-            match state.idempotency.get(&(client.to_owned(), key.to_owned())) {
-                Some(i) if i.outcome == Outcome::Pending => {}
-                _ => return Ok(()),
-            }
-            let record = Record::IdempotencyRemoved { client: client.to_owned(), key: key.to_owned() };
-            self.commit(&mut state, vec![record])
-        };
-        durable.await
+    /// Completes the claim with the current state of the resource `id`.
+    pub async fn complete_with(&self, claim: &Claim, id: &str) -> Result<Outcome> {
+        let (claim, id) = (claim.clone(), id.to_owned());
+        self.write(move |tx, clock| ops::complete_with(tx, clock, &claim, &id)).await
     }
 
-    pub fn execution(&self, id: &str) -> Option<Idempotency> {
-        let state = self.lock();
-        state.executions.get(id).and_then(|k| state.idempotency.get(k)).cloned()
+    /// Frees the key of a failed attempt so that a retry can run.
+    pub async fn release(&self, claim: &Claim) -> Result<()> {
+        let claim = claim.clone();
+        self.write(move |tx, clock| ops::release(tx, clock, &claim)).await
     }
 
     /// The risk component: a pure rule, so it needs no record.
@@ -239,248 +208,89 @@ impl Store {
         !(source.starts_with("tok_risky") || amount > 50_000_000)
     }
 
-    pub async fn authorize(
-        &self,
-        client: &str,
-        key: &str,
-        amount: u64,
-        currency: &str,
-        source: &str,
-    ) -> Result<Authorization> {
-        let (durable, auth) = {
-            let mut state = self.lock();
-            if let Some(a) = state.find(Kind::Authorization, client, key).and_then(|id| state.authorizations.get(id)) {
-                return Ok(a.clone());
-            }
-            let status = if source.starts_with("tok_decline") { AuthStatus::Declined } else { AuthStatus::Authorized };
-            let auth = Authorization {
-                id: new_id("auth"),
-                client: client.to_owned(),
-                key: key.to_owned(),
-                amount,
-                currency: currency.to_owned(),
-                source: source.to_owned(),
-                status,
-                created_ms: now_ms(),
-            };
-            (self.commit(&mut state, vec![Record::Authorization(auth.clone())]), auth)
-        };
-        durable.await?;
-        Ok(auth)
+    pub async fn authorize(&self, claim: &Claim, amount: u64, currency: &str, source: &str) -> Result<Authorization> {
+        let (claim, currency, source) = (claim.clone(), currency.to_owned(), source.to_owned());
+        self.write(move |tx, clock| ops::authorize(tx, clock, &claim, amount, &currency, &source)).await
     }
 
-    pub async fn capture(&self, authorization: &str) -> Result<()> {
-        let durable = {
-            let mut state = self.lock();
-            let mut auth = state.authorizations.get(authorization).cloned().ok_or(StoreError::NotFound)?;
-            match auth.status {
-                AuthStatus::Captured => return Ok(()),
-                AuthStatus::Declined => return Err(Failure::CardDeclined.into()),
-                AuthStatus::Authorized => auth.status = AuthStatus::Captured,
-            }
-            self.commit(&mut state, vec![Record::Authorization(auth)])
-        };
-        durable.await
+    pub async fn capture(&self, claim: &Claim, authorization: &str) -> Result<()> {
+        let (claim, authorization) = (claim.clone(), authorization.to_owned());
+        self.write(move |tx, clock| ops::capture(tx, clock, &claim, &authorization)).await
     }
 
     /// The ledger entry for a captured authorization.
     pub async fn record_charge(
         &self,
-        client: &str,
-        key: &str,
+        claim: &Claim,
         authorization: &str,
         description: Option<String>,
     ) -> Result<Charge> {
-        let (durable, charge) = {
-            let mut state = self.lock();
-            if let Some(c) = state.find(Kind::Charge, client, key).and_then(|id| state.charges.get(id)) {
-                return Ok(c.clone());
-            }
-            let auth = state.authorizations.get(authorization).ok_or(StoreError::NotFound)?;
-            if auth.status != AuthStatus::Captured {
-                return Err(Failure::CardDeclined.into());
-            }
-            let charge = Charge {
-                id: new_id("ch"),
-                client: client.to_owned(),
-                key: key.to_owned(),
-                authorization: auth.id.clone(),
-                amount: auth.amount,
-                currency: auth.currency.clone(),
-                source: auth.source.clone(),
-                description,
-                amount_refunded: 0,
-                created_ms: now_ms(),
-            };
-            (self.commit(&mut state, vec![Record::Charge(charge.clone())]), charge)
-        };
-        durable.await?;
-        Ok(charge)
+        let (claim, authorization) = (claim.clone(), authorization.to_owned());
+        self.write(move |tx, clock| ops::record_charge(tx, clock, &claim, &authorization, description.as_deref())).await
     }
 
-    /// Refunds `amount` (or the rest) of a charge: the check and the change
-    /// happen under one lock, so concurrent refunds can never exceed it.
-    pub async fn refund(&self, client: &str, key: &str, charge: &str, amount: Option<u64>) -> Result<Refund> {
-        let (durable, refund) = {
-            let mut state = self.lock();
-            if let Some(r) = state.find(Kind::Refund, client, key).and_then(|id| state.refunds.get(id)) {
-                return Ok(r.clone());
-            }
-            let mut c = state.charges.get(charge).cloned().ok_or(Failure::ChargeNotFound)?;
-            let left = c.amount - c.amount_refunded;
-            if left == 0 {
-                return Err(Failure::ChargeAlreadyRefunded.into());
-            }
-            let amount = amount.unwrap_or(left);
-            if amount > left {
-                return Err(Failure::AmountExceedsRefundable.into());
-            }
-            c.amount_refunded += amount;
-            let refund = Refund {
-                id: new_id("re"),
-                client: client.to_owned(),
-                key: key.to_owned(),
-                charge: c.id.clone(),
-                amount,
-                currency: c.currency.clone(),
-                created_ms: now_ms(),
-            };
-            (self.commit(&mut state, vec![Record::Charge(c), Record::Refund(refund.clone())]), refund)
-        };
-        durable.await?;
-        Ok(refund)
+    /// Refunds `amount` (or the rest) of one of the claim's client's charges.
+    pub async fn refund(&self, claim: &Claim, charge: &str, amount: Option<u64>) -> Result<Refund> {
+        let (claim, charge) = (claim.clone(), charge.to_owned());
+        self.write(move |tx, clock| ops::refund_charge(tx, clock, &claim, &charge, amount)).await
     }
 
-    pub async fn transfer(
-        &self,
-        client: &str,
-        key: &str,
-        amount: u64,
-        currency: &str,
-        destination: &str,
-    ) -> Result<Transfer> {
-        let (durable, transfer) = {
-            let mut state = self.lock();
-            if let Some(t) = state.find(Kind::Transfer, client, key).and_then(|id| state.transfers.get(id)) {
-                return Ok(t.clone());
-            }
-            let transfer = Transfer {
-                id: new_id("tr"),
-                client: client.to_owned(),
-                key: key.to_owned(),
-                amount,
-                currency: currency.to_owned(),
-                destination: destination.to_owned(),
-                created_ms: now_ms(),
-            };
-            (self.commit(&mut state, vec![Record::Transfer(transfer.clone())]), transfer)
-        };
-        durable.await?;
-        Ok(transfer)
+    pub async fn transfer(&self, claim: &Claim, amount: u64, currency: &str, destination: &str) -> Result<Transfer> {
+        let (claim, currency, destination) = (claim.clone(), currency.to_owned(), destination.to_owned());
+        self.write(move |tx, clock| ops::transfer(tx, clock, &claim, amount, &currency, &destination)).await
     }
 
     /// The ledger entry for a sent transfer.
-    pub async fn record_payout(&self, client: &str, key: &str, transfer: &str) -> Result<Payout> {
-        let (durable, payout) = {
-            let mut state = self.lock();
-            if let Some(p) = state.find(Kind::Payout, client, key).and_then(|id| state.payouts.get(id)) {
-                return Ok(p.clone());
-            }
-            let t = state.transfers.get(transfer).ok_or(StoreError::NotFound)?;
-            let payout = Payout {
-                id: new_id("po"),
-                client: client.to_owned(),
-                key: key.to_owned(),
-                transfer: t.id.clone(),
-                amount: t.amount,
-                currency: t.currency.clone(),
-                destination: t.destination.clone(),
-                created_ms: now_ms(),
-            };
-            (self.commit(&mut state, vec![Record::Payout(payout.clone())]), payout)
-        };
-        durable.await?;
-        Ok(payout)
+    pub async fn record_payout(&self, claim: &Claim, transfer: &str) -> Result<Payout> {
+        let (claim, transfer) = (claim.clone(), transfer.to_owned());
+        self.write(move |tx, clock| ops::record_payout(tx, clock, &claim, &transfer)).await
     }
 
-    pub fn charge(&self, id: &str) -> Option<Charge> {
-        self.lock().charges.get(id).cloned()
+    pub async fn charge(&self, id: &str, reader: &Reader) -> Result<Option<Charge>> {
+        let (id, reader) = (id.to_owned(), reader.clone());
+        self.read(move |tx| ops::charge(tx, &id, &reader)).await
     }
 
-    pub fn refund_by_id(&self, id: &str) -> Option<Refund> {
-        self.lock().refunds.get(id).cloned()
+    pub async fn refund_by_id(&self, id: &str, reader: &Reader) -> Result<Option<Refund>> {
+        let (id, reader) = (id.to_owned(), reader.clone());
+        self.read(move |tx| ops::refund(tx, &id, &reader)).await
     }
 
-    pub fn payout(&self, id: &str) -> Option<Payout> {
-        self.lock().payouts.get(id).cloned()
+    pub async fn payout(&self, id: &str, reader: &Reader) -> Result<Option<Payout>> {
+        let (id, reader) = (id.to_owned(), reader.clone());
+        self.read(move |tx| ops::payout(tx, &id, &reader)).await
     }
 
-    /// Forgets idempotency keys past retention; run periodically.
-    pub fn expire(&self) -> usize {
-        let now = now_ms();
-        let mut state = self.lock();
-        let before = state.idempotency.len();
-        state.idempotency.retain(|_, i| now.saturating_sub(i.created_ms) < RETENTION.as_millis() as u64);
-        let State { executions, idempotency, .. } = &mut *state;
-        executions.retain(|_, k| idempotency.contains_key(k));
-        before - state.idempotency.len()
-    }
-}
-
-impl State {
-    fn find(&self, kind: Kind, client: &str, key: &str) -> Option<&String> {
-        self.by_key.get(&(kind, (client.to_owned(), key.to_owned())))
+    /// An execution's operation and current outcome.
+    pub async fn execution(&self, id: &str, reader: &Reader) -> Result<Option<(Operation, Outcome)>> {
+        let (id, reader) = (id.to_owned(), reader.clone());
+        self.read(move |tx| ops::execution(tx, &id, &reader)).await
     }
 
-    fn apply(&mut self, record: Record) {
-        match record {
-            Record::Authorization(a) => {
-                self.by_key.insert((Kind::Authorization, (a.client.clone(), a.key.clone())), a.id.clone());
-                self.authorizations.insert(a.id.clone(), a);
-            }
-            Record::Charge(c) => {
-                self.by_key.insert((Kind::Charge, (c.client.clone(), c.key.clone())), c.id.clone());
-                self.charges.insert(c.id.clone(), c);
-            }
-            Record::Refund(r) => {
-                self.by_key.insert((Kind::Refund, (r.client.clone(), r.key.clone())), r.id.clone());
-                self.refunds.insert(r.id.clone(), r);
-            }
-            Record::Transfer(t) => {
-                self.by_key.insert((Kind::Transfer, (t.client.clone(), t.key.clone())), t.id.clone());
-                self.transfers.insert(t.id.clone(), t);
-            }
-            Record::Payout(p) => {
-                self.by_key.insert((Kind::Payout, (p.client.clone(), p.key.clone())), p.id.clone());
-                self.payouts.insert(p.id.clone(), p);
-            }
-            Record::Idempotency(i) => {
-                let k = (i.client.clone(), i.key.clone());
-                self.executions.insert(i.execution.clone(), k.clone());
-                self.idempotency.insert(k, i);
-            }
-            Record::IdempotencyRemoved { client, key } => {
-                if let Some(i) = self.idempotency.remove(&(client, key)) {
-                    self.executions.remove(&i.execution);
-                }
+    /// Workflow executions still pending (at start: those that were
+    /// running when the service stopped).
+    pub async fn pending_executions(&self) -> Result<Vec<Pending>> {
+        self.read(ops::pending_executions).await
+    }
+
+    /// Takes a pending key over for a new runner; its attempt, or `None`
+    /// when the key is no longer pending.
+    pub async fn take_over(&self, client: &str, key: &str) -> Result<Option<u64>> {
+        let (client, key) = (client.to_owned(), key.to_owned());
+        self.write(move |tx, clock| ops::take_over(tx, clock, &client, &key)).await
+    }
+
+    /// Forgets idempotency keys past retention, in short transactions;
+    /// payments stay. Run periodically.
+    pub async fn expire(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.write(|tx, clock| ops::expire(tx, clock, EXPIRE_BATCH)).await?;
+            total += n;
+            if n < EXPIRE_BATCH as usize {
+                return Ok(total);
             }
         }
-    }
-
-    /// The whole state as log lines, for compaction.
-    fn snapshot(&self) -> serde_json::Result<Vec<Vec<u8>>> {
-        let records = self
-            .authorizations
-            .values()
-            .cloned()
-            .map(Record::Authorization)
-            .chain(self.charges.values().cloned().map(Record::Charge))
-            .chain(self.refunds.values().cloned().map(Record::Refund))
-            .chain(self.transfers.values().cloned().map(Record::Transfer))
-            .chain(self.payouts.values().cloned().map(Record::Payout))
-            .chain(self.idempotency.values().cloned().map(Record::Idempotency));
-        let records: Vec<Record> = records.collect();
-        records.chunks(256).map(serde_json::to_vec).collect()
     }
 }
 

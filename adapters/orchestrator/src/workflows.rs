@@ -6,10 +6,12 @@
 //! when it finishes within the sync window, else as `RUNNING`, and the
 //! caller polls `GET /workflows/v1/executions/{id}`. Starting an execution
 //! twice with one idempotency token returns the first (`deduplicated`).
+//! Reads name the owning client (`?client_ref=`); an execution running
+//! when the service stopped is resumed when it starts again.
 
-use crate::http::{Resp, decode, json};
+use crate::http::{Resp, decode, json, reader};
 use crate::model::{Charge, Failure, Operation, Outcome, Payout, Refund};
-use crate::store::{Begin, Store, StoreError};
+use crate::store::{Begin, Claim, Reader, Store, StoreError};
 use paymesh_adapters::currency;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -108,70 +110,115 @@ pub async fn start(store: &Arc<Store>, pace: Pace, body: &[u8]) -> Resp {
         Ok(r) => r,
         Err(_) => return invalid("body is not a valid execution request"),
     };
+    // Kept with the claim, so that an execution running when the service
+    // stopped can be resumed from it at start.
+    let input = req.input.to_string();
     let (operation, work) = match Work::parse(&req.workflow, req.input) {
         Ok(w) => w,
         Err(detail) => return invalid(&detail),
     };
-    let (client, token) = (req.client_ref, req.idempotency_token);
-    let execution = match store.begin(&client, &token, &req.request_fingerprint, operation).await {
-        Ok(Begin::Started { execution }) => execution,
+    let (client, key, fingerprint) = (req.client_ref, req.idempotency_token, req.request_fingerprint);
+    let began = store.begin_execution(&client, &key, &fingerprint, operation, &req.workflow, &input).await;
+    let (execution, attempt) = match began {
+        Ok(Begin::Started { execution, attempt }) => (execution, attempt),
         Ok(Begin::Mismatch) => return json(409, &json!({ "reason": "TOKEN_CONFLICT" })),
         Ok(Begin::InProgress { execution }) => return view(&execution, operation, &Outcome::Pending, true),
         Ok(Begin::Completed { execution, outcome }) => return view(&execution, operation, &outcome, true),
         Err(e) => return unavailable(e),
     };
+    let claim = Claim { client, key, fingerprint, attempt };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let runner = store.clone();
     tokio::spawn(async move {
-        let outcome = run(&runner, pace, &client, &token, work).await;
+        let outcome = run(&runner, pace, &claim, work).await;
         let _ = done_tx.send(outcome);
     });
+    let running = || {
+        let mut resp = view(&execution, operation, &Outcome::Pending, false);
+        *resp.status_mut() = http::StatusCode::ACCEPTED;
+        resp
+    };
     match tokio::time::timeout(pace.sync_window, done_rx).await {
-        Ok(Ok(Some(outcome))) => view(&execution, operation, &outcome, false),
-        Ok(Ok(None)) | Ok(Err(_)) => json(503, &json!({ "reason": "STORAGE_UNAVAILABLE" })),
-        Err(_) => {
-            let mut resp = view(&execution, operation, &Outcome::Pending, false);
-            *resp.status_mut() = http::StatusCode::ACCEPTED;
-            resp
-        }
+        Ok(Ok(Ran::Done(outcome))) => view(&execution, operation, &outcome, false),
+        // Another runner owns the execution now: the caller polls it.
+        Ok(Ok(Ran::Superseded)) | Err(_) => running(),
+        Ok(Ok(Ran::Failed)) | Ok(Err(_)) => json(503, &json!({ "reason": "STORAGE_UNAVAILABLE" })),
     }
 }
 
-/// Runs a workflow's steps and records its outcome. `None` when the store
-/// failed: the token is released so that a retry can finish the work.
-async fn run(store: &Store, pace: Pace, client: &str, token: &str, work: Work) -> Option<Outcome> {
-    let result = Steps { store, pace, client, token }.run(work).await;
+/// Resumes the executions that were running when the service stopped: each
+/// is taken over under a new attempt and run again from its kept input (its
+/// steps find what the old run already did).
+pub async fn resume(store: &Arc<Store>, pace: Pace) -> Result<usize, StoreError> {
+    let pending = store.pending_executions().await?;
+    let mut resumed = 0;
+    for p in pending {
+        let input = serde_json::from_str(&p.input).map_err(|e| StoreError::Unavailable(e.to_string()));
+        let work = input.and_then(|i| Work::parse(&p.workflow, i).map_err(StoreError::Unavailable));
+        let (_, work) = match work {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(execution = %p.execution, error = %e, "cannot resume an execution");
+                continue;
+            }
+        };
+        let Some(attempt) = store.take_over(&p.client, &p.key).await? else { continue };
+        let claim = Claim { client: p.client, key: p.key, fingerprint: p.fingerprint, attempt };
+        let runner = store.clone();
+        tracing::info!(execution = %p.execution, attempt, "resuming a workflow execution");
+        tokio::spawn(async move { run(&runner, pace, &claim, work).await });
+        resumed += 1;
+    }
+    Ok(resumed)
+}
+
+/// How a runner ended.
+enum Ran {
+    Done(Outcome),
+    /// A newer attempt took the execution over; it records the outcome.
+    Superseded,
+    /// The store failed; the key was released so that a retry can finish.
+    Failed,
+}
+
+/// Runs a workflow's steps and records its outcome.
+async fn run(store: &Store, pace: Pace, claim: &Claim, work: Work) -> Ran {
+    let result = Steps { store, pace, claim }.run(work).await;
     let outcome = match result {
         Ok(o) => o,
         Err(StoreError::Refused(f)) => Outcome::Failure(f),
+        Err(StoreError::Superseded) => return Ran::Superseded,
         Err(e) => {
             tracing::error!(error = %e, "workflow failed; releasing its token");
-            if let Err(e) = store.release(client, token).await {
+            if let Err(e) = store.release(claim).await {
                 tracing::error!(error = %e, "could not release token");
             }
-            return None;
+            return Ran::Failed;
         }
     };
-    match store.complete(client, token, outcome.clone()).await {
-        Ok(()) => Some(outcome),
+    match store.complete(claim, outcome.clone()).await {
+        Ok(()) => Ran::Done(outcome),
+        Err(StoreError::Superseded) => Ran::Superseded,
         Err(e) => {
             tracing::error!(error = %e, "could not record the workflow outcome");
-            None
+            if let Err(e) = store.release(claim).await {
+                tracing::error!(error = %e, "could not release token");
+            }
+            Ran::Failed
         }
     }
 }
 
-/// One execution's component steps, each idempotent on (client, token).
+/// One execution's component steps, each idempotent on its claim.
 struct Steps<'a> {
     store: &'a Store,
     pace: Pace,
-    client: &'a str,
-    token: &'a str,
+    claim: &'a Claim,
 }
 
 impl Steps<'_> {
     async fn run(&self, work: Work) -> Result<Outcome, StoreError> {
-        let (store, client, token) = (self.store, self.client, self.token);
+        let (store, claim) = (self.store, self.claim);
         match work {
             Work::Charge { amount, currency, source, memo } => {
                 self.step().await;
@@ -179,15 +226,16 @@ impl Steps<'_> {
                     return Err(Failure::RiskDeclined.into());
                 }
                 self.step().await;
-                let auth = store.authorize(client, token, amount, &currency, &source).await?;
+                let auth = store.authorize(claim, amount, &currency, &source).await?;
                 self.step().await;
-                store.capture(&auth.id).await?;
+                store.capture(claim, &auth.id).await?;
                 self.step().await;
-                Ok(Outcome::Charge(store.record_charge(client, token, &auth.id, memo).await?))
+                Ok(Outcome::Charge(store.record_charge(claim, &auth.id, memo).await?))
             }
             Work::Refund { charge, amount } => {
                 self.step().await;
-                let c = store.charge(&charge).ok_or(Failure::ChargeNotFound)?;
+                let owner = Reader::Client(claim.client.clone());
+                let c = store.charge(&charge, &owner).await?.ok_or(Failure::ChargeNotFound)?;
                 let amount = match amount {
                     None => None,
                     Some(m) => match minor(&m) {
@@ -197,13 +245,13 @@ impl Steps<'_> {
                         _ => return Err(Failure::AmountExceedsRefundable.into()),
                     },
                 };
-                Ok(Outcome::Refund(store.refund(client, token, &charge, amount).await?))
+                Ok(Outcome::Refund(store.refund(claim, &charge, amount).await?))
             }
             Work::Payout { amount, currency, destination } => {
                 self.step().await;
-                let t = store.transfer(client, token, amount, &currency, &destination).await?;
+                let t = store.transfer(claim, amount, &currency, &destination).await?;
                 self.step().await;
-                Ok(Outcome::Payout(store.record_payout(client, token, &t.id).await?))
+                Ok(Outcome::Payout(store.record_payout(claim, &t.id).await?))
             }
         }
     }
@@ -216,15 +264,26 @@ impl Steps<'_> {
     }
 }
 
-pub fn get(store: &Store, path: &[&str]) -> Resp {
-    let found = match path {
-        ["executions", id] => store.execution(id).map(|i| view(&i.execution, i.operation, &i.outcome, false)),
-        ["charges", id] => store.charge(id).map(|c| json(200, &wf_charge(&c))),
-        ["refunds", id] => store.refund_by_id(id).map(|r| json(200, &wf_refund(&r))),
-        ["payouts", id] => store.payout(id).map(|p| json(200, &wf_payout(&p))),
-        _ => None,
+/// `GET /workflows/v1/<kind>/<id>?client_ref=<id>` (or `?any_client=1`).
+/// Another client's resource or execution answers like an unknown id.
+pub async fn get(store: &Store, path: &[&str], query: Option<&str>) -> Resp {
+    let Some(reader) = reader(query, "client_ref") else {
+        return invalid("a read needs ?client_ref=<id> (or ?any_client=1 for an operator)");
     };
-    found.unwrap_or_else(|| json(404, &json!({ "reason": "NOT_FOUND" })))
+    let found = match path {
+        ["executions", id] => {
+            store.execution(id, &reader).await.map(|e| e.map(|(op, outcome)| view(id, op, &outcome, false)))
+        }
+        ["charges", id] => store.charge(id, &reader).await.map(|c| c.map(|c| json(200, &wf_charge(&c)))),
+        ["refunds", id] => store.refund_by_id(id, &reader).await.map(|r| r.map(|r| json(200, &wf_refund(&r)))),
+        ["payouts", id] => store.payout(id, &reader).await.map(|p| p.map(|p| json(200, &wf_payout(&p)))),
+        _ => Ok(None),
+    };
+    match found {
+        Ok(Some(resp)) => resp,
+        Ok(None) => json(404, &json!({ "reason": "NOT_FOUND" })),
+        Err(e) => unavailable(e),
+    }
 }
 
 fn view(execution: &str, operation: Operation, outcome: &Outcome, deduplicated: bool) -> Resp {

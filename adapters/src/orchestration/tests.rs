@@ -207,7 +207,7 @@ async fn a_refused_connection_is_a_503_and_a_slow_service_a_502() {
     assert_eq!(err.status, 503);
 
     let slow = scripted(|_, _| (200, output(), Duration::from_secs(2))).await;
-    let err = adapter(&slow, Duration::from_secs(1)).get_charge("ch_1").await.unwrap_err();
+    let err = adapter(&slow, Duration::from_secs(1)).get_charge(Reader::Client("c"), "ch_1").await.unwrap_err();
     assert_eq!(err.status, 502);
 }
 
@@ -219,7 +219,72 @@ async fn garbage_is_a_502_and_404_names_the_param() {
     })
     .await;
     let a = adapter(&base, Duration::from_secs(1));
-    assert_eq!(a.get_charge("ch_1").await.unwrap_err().status, 502);
-    let err = a.get_refund("re_1").await.unwrap_err();
+    assert_eq!(a.get_charge(Reader::Client("c"), "ch_1").await.unwrap_err().status, 502);
+    let err = a.get_refund(Reader::Client("c"), "re_1").await.unwrap_err();
     assert_eq!((err.status, err.param.as_deref()), (404, Some("id")));
+}
+
+/// Answers `answer(n)` and records each request's path and query.
+async fn recording<F>(answer: F) -> (String, Arc<std::sync::Mutex<Vec<String>>>)
+where
+    F: Fn(usize) -> (u16, Value) + Send + Sync + 'static,
+{
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let base = scripted(move |n, _| {
+        let (status, body) = answer(n);
+        (status, body, Duration::ZERO)
+    })
+    .await;
+    // The scripted server does not see URIs: a recording front on its own
+    // port forwards to it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = format!("http://{}", listener.local_addr().unwrap());
+    let backend = JsonClient::new(&base, Duration::from_millis(200), Duration::from_secs(1));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let (backend, log) = (backend.clone(), log.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (backend, log) = (backend.clone(), log.clone());
+                    async move {
+                        let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                        log.lock().unwrap().push(format!("{} {target}", req.method()));
+                        let (status, body) = if req.method() == http::Method::GET {
+                            backend.get(&target).await.unwrap()
+                        } else {
+                            let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
+                            let v: Value = serde_json::from_slice(&body).unwrap();
+                            backend.post(&target, &v).await.unwrap()
+                        };
+                        let resp = http::Response::builder().status(status).body(Full::new(body)).unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    (front, seen)
+}
+
+#[tokio::test]
+async fn reads_and_polls_name_the_client_percent_encoded() {
+    let (base, seen) = recording(|n| match n {
+        0 => (200, output()),
+        1 => (202, json!({"execution_id": "wfx_1", "status": "RUNNING", "output": null, "failure": null})),
+        _ => (200, json!({"execution_id": "wfx_1", "status": "SUCCEEDED", "output": output(), "failure": null})),
+    })
+    .await;
+    let a = adapter(&base, Duration::from_secs(5));
+    a.get_charge(Reader::Client("a b&c"), "ch_1").await.unwrap();
+    let call = Call { client: "a b&c", idempotency_key: "k", fingerprint: "f" };
+    a.create_charge(&call, &req()).await.unwrap();
+    let _ = a.get_refund(Reader::Operator, "re_1").await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], "GET /workflows/v1/charges/ch_1?client_ref=a%20b%26c");
+    assert_eq!(seen[1], "POST /workflows/v1/executions");
+    assert_eq!(seen[2], "GET /workflows/v1/executions/wfx_1?client_ref=a%20b%26c");
+    assert_eq!(seen.last().unwrap(), "GET /workflows/v1/refunds/re_1?any_client=1");
 }
