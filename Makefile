@@ -6,7 +6,7 @@ JOBS        ?= 2
 CARGO_FLAGS ?= -j$(JOBS)
 VENV        := target/chart-venv
 
-.PHONY: all deps build release run test test-rust test-charts lint fmt clippy bench clean-run
+.PHONY: all deps build release run test test-rust test-charts test-fuzz lint fmt clippy bench fuzz clean-run
 
 all: build
 
@@ -34,14 +34,23 @@ clippy: deps
 lint: fmt clippy
 
 ## test: formatting, clippy, then every test: unit, component, system
-## (real processes, real etcd) and the Helm chart's.
-test: lint test-rust test-charts
+## (real processes, real etcd), the Helm chart's, and a short run of every
+## fuzz target (FUZZ_SECONDS each, default 5) so that none can rot.
+test: lint test-rust test-charts test-fuzz
 
 test-rust: build
 	$(CARGO) test $(CARGO_FLAGS) --workspace
 
 test-charts: build
 	@if [ -x charts/tests/run.sh ]; then charts/tests/run.sh; else echo "charts/tests/run.sh missing"; exit 1; fi
+
+test-fuzz: deps
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-5} JOBS=$(JOBS) fuzz/run.sh
+
+## fuzz: every fuzz target under honggfuzz for FUZZ_SECONDS (default 60)
+## each; FUZZ_TARGETS="a b" picks some. Installs cargo hfuzz when missing.
+fuzz: deps
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} JOBS=$(JOBS) fuzz/run.sh
 
 clean-run:
 	rm -rf target/run

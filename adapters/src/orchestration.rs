@@ -249,15 +249,24 @@ fn seconds(at: &str) -> Result<u64, ApiError> {
 
 pub(crate) fn charge(c: WfCharge) -> Result<Charge, ApiError> {
     let (amount, currency) = minor(&c.amount)?;
-    let (amount_refunded, _) = minor(&c.refunded_amount)?;
-    let refunded = match c.state.as_str() {
-        "CAPTURED" | "PARTIALLY_REFUNDED" => false,
-        "REFUNDED" => true,
+    let (amount_refunded, refund_currency) = minor(&c.refunded_amount)?;
+    // The state and the amounts must tell one story: a charge shown as
+    // refunded with nothing refunded (or in another currency) is a bad
+    // answer, not a resource to pass on.
+    let consistent = match c.state.as_str() {
+        "CAPTURED" => amount_refunded == 0,
+        "PARTIALLY_REFUNDED" => amount_refunded > 0 && amount_refunded < amount,
+        "REFUNDED" => amount_refunded == amount,
         other => {
             tracing::warn!(state = other, "unknown charge state");
             return Err(ApiError::bad_gateway(WHAT));
         }
     };
+    if !consistent || refund_currency != currency {
+        tracing::warn!(state = %c.state, amount, amount_refunded, %refund_currency, "inconsistent charge from the service");
+        return Err(ApiError::bad_gateway(WHAT));
+    }
+    let refunded = amount_refunded == amount;
     Ok(Charge {
         id: c.charge_ref,
         object: Charge::OBJECT,
@@ -339,6 +348,46 @@ fn unexpected(status: u16, body: &[u8]) -> ApiError {
 fn transport(e: &Transport) -> ApiError {
     tracing::warn!(error = %e, "orchestration service call failed");
     if e.may_have_reached() { ApiError::bad_gateway(WHAT) } else { ApiError::unavailable(WHAT) }
+}
+
+/// What a service answer is read as, for [`read_answer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerKind {
+    Execution,
+    Charge,
+    Refund,
+    Payout,
+}
+
+/// A resource read from a service answer, in the public vocabulary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// An execution's status (its output is read as the workflow's resource
+    /// by the caller).
+    Execution {
+        status: String,
+        output: Option<Value>,
+        failure: Option<Failure>,
+    },
+    Charge(Charge),
+    Refund(Refund),
+    Disbursement(Disbursement),
+}
+
+/// Reads the bytes of one service answer exactly as the adapter does: the
+/// entry point for the fuzz targets (a remote service's reply is untrusted
+/// input too). Every refusal is the adapter's 502.
+pub fn read_answer(kind: AnswerKind, bytes: &[u8]) -> Result<Answer, ApiError> {
+    Ok(match kind {
+        AnswerKind::Execution => {
+            let e: Execution = decode(bytes)?;
+            let failure = e.failure.as_ref().and_then(|f| failure_from_reason(&f.reason));
+            Answer::Execution { status: e.status, output: e.output, failure }
+        }
+        AnswerKind::Charge => Answer::Charge(charge(decode(bytes)?)?),
+        AnswerKind::Refund => Answer::Refund(refund(decode(bytes)?)?),
+        AnswerKind::Payout => Answer::Disbursement(payout(decode(bytes)?)?),
+    })
 }
 
 #[cfg(test)]

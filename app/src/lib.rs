@@ -16,15 +16,16 @@ use hyper::body::Incoming;
 use paymesh_adapters::legacy::LegacyOrchestration;
 use paymesh_adapters::orchestration::OrchestrationAdapter;
 use paymesh_adapters::{ApiError, Call, JsonClient, PaymentOrchestration, Reader};
+use paymesh_vocab::{ApiPath, Feature, headers};
 use serde::Serialize;
 use std::time::Duration;
 
 /// Bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 64 * 1024;
 
-const ROUTE: &str = "x-paymesh-route";
-const CLIENT: &str = "x-paymesh-client";
-const REQUEST_ID: &str = "x-request-id";
+const ROUTE: &str = headers::ROUTE;
+const CLIENT: &str = headers::CLIENT;
+const REQUEST_ID: &str = headers::REQUEST_ID;
 /// The client id used when the app is called without a sidecar in front.
 const ANONYMOUS: &str = "anonymous";
 
@@ -76,14 +77,22 @@ pub struct App {
     operators: std::sync::Arc<[String]>,
 }
 
-/// One public operation, validated.
-enum Op<'a> {
-    CreateCharge(validate::Body, &'a str),
-    GetCharge(&'a str),
-    CreateRefund(validate::Body, &'a str),
-    GetRefund(&'a str),
-    CreateDisbursement(validate::Body, &'a str),
-    GetDisbursement(&'a str),
+/// One public operation, validated. Owned, so that a money-moving one can
+/// run in a task of its own.
+enum Op {
+    CreateCharge(validate::Body, String),
+    GetCharge(String),
+    CreateRefund(validate::Body, String),
+    GetRefund(String),
+    CreateDisbursement(validate::Body, String),
+    GetDisbursement(String),
+}
+
+impl Op {
+    /// Whether the operation may move money.
+    fn creates(&self) -> bool {
+        matches!(self, Op::CreateCharge(..) | Op::CreateRefund(..) | Op::CreateDisbursement(..))
+    }
 }
 
 impl App {
@@ -126,46 +135,60 @@ impl App {
         body: Incoming,
     ) -> Result<Response<Full<Bytes>>, ApiError> {
         let path = parts.uri.path();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let (resource, id) = match segments.as_slice() {
-            ["healthz"] if parts.method == Method::GET => {
+        if path == "/healthz" {
+            if parts.method == Method::GET {
                 return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
             }
-            ["healthz"] => return Err(ApiError::method_not_allowed()),
-            ["v1", resource] => (*resource, None),
-            ["v1", resource, id] => (*resource, Some(*id)),
-            _ => return Err(ApiError::route_not_found()),
-        };
-        let (operation, fields) = match resource {
-            "charges" => ("charge", validate::CHARGE_FIELDS),
-            "refunds" => ("refund", validate::REFUND_FIELDS),
-            "disbursements" => ("disbursement", validate::DISBURSEMENT_FIELDS),
-            _ => return Err(ApiError::route_not_found()),
+            return Err(ApiError::method_not_allowed());
+        }
+        // The sidecar chose the route from this same parse: a path it did
+        // not read as a feature is not one here either.
+        let ApiPath { feature, id } = ApiPath::parse(path).ok_or_else(ApiError::route_not_found)?;
+        let (operation, fields) = match feature {
+            Feature::Charge => ("charge", validate::CHARGE_FIELDS),
+            Feature::Refund => ("refund", validate::REFUND_FIELDS),
+            Feature::Disbursement => ("disbursement", validate::DISBURSEMENT_FIELDS),
+            Feature::Other => return Err(ApiError::route_not_found()),
         };
         let op = match (&parts.method, id) {
             (&Method::POST, None) => {
-                let key = validate::idempotency_key(parts.headers.get("idempotency-key"))?;
+                let key = validate::idempotency_key(parts.headers.get("idempotency-key"))?.to_owned();
                 let bytes = read_body(parts, body).await?;
                 let body = validate::parse(operation, &bytes, fields)?;
-                match resource {
-                    "charges" => Op::CreateCharge(body, key),
-                    "refunds" => Op::CreateRefund(body, key),
+                match feature {
+                    Feature::Charge => Op::CreateCharge(body, key),
+                    Feature::Refund => Op::CreateRefund(body, key),
                     _ => Op::CreateDisbursement(body, key),
                 }
             }
             (&Method::GET, Some(id)) => {
-                if !validate::resource_id(id) {
-                    return Err(ApiError::not_found("id", "No such resource."));
-                }
-                match resource {
-                    "charges" => Op::GetCharge(id),
-                    "refunds" => Op::GetRefund(id),
+                let id = validate::path_id(feature, id)?.to_owned();
+                match feature {
+                    Feature::Charge => Op::GetCharge(id),
+                    Feature::Refund => Op::GetRefund(id),
                     _ => Op::GetDisbursement(id),
                 }
             }
             _ => return Err(ApiError::method_not_allowed()),
         };
-        let client = client_id(parts);
+        let client = client_id(parts).to_owned();
+        if !op.creates() {
+            return self.serve(route, &client, op).await;
+        }
+        // A payment that has started is finished even if its caller goes
+        // away (a sidecar timeout, a client hang-up): hyper drops this
+        // handler then, and a step sequence cut after `authorize` would
+        // leave an uncaptured authorization and a key stuck in progress.
+        // The task runs to its end; a retry with the same key replays it.
+        let app = self.clone();
+        let task = tokio::spawn(async move { app.serve(route, &client, op).await });
+        task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "payment task failed");
+            Err(ApiError::internal())
+        })
+    }
+
+    async fn serve(&self, route: Route, client: &str, op: Op) -> Result<Response<Full<Bytes>>, ApiError> {
         match route {
             Route::Legacy => serve(&self.legacy, client, self.operators.iter().any(|o| o == client), op).await,
             Route::Orchestration => {
@@ -182,7 +205,7 @@ async fn serve<O: PaymentOrchestration>(
     path: &O,
     client: &str,
     operator: bool,
-    op: Op<'_>,
+    op: Op,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let reader = if operator { Reader::Operator } else { Reader::Client(client) };
     fn call<'a>(client: &'a str, body: &'a validate::Body, key: &'a str) -> Call<'a> {
@@ -191,19 +214,19 @@ async fn serve<O: PaymentOrchestration>(
     Ok(match op {
         Op::CreateCharge(body, key) => {
             let req = validate::charge(&body)?;
-            json(StatusCode::CREATED, &path.create_charge(&call(client, &body, key), &req).await?)
+            json(StatusCode::CREATED, &path.create_charge(&call(client, &body, &key), &req).await?)
         }
         Op::CreateRefund(body, key) => {
             let req = validate::refund(&body)?;
-            json(StatusCode::CREATED, &path.create_refund(&call(client, &body, key), &req).await?)
+            json(StatusCode::CREATED, &path.create_refund(&call(client, &body, &key), &req).await?)
         }
         Op::CreateDisbursement(body, key) => {
             let req = validate::disbursement(&body)?;
-            json(StatusCode::CREATED, &path.create_disbursement(&call(client, &body, key), &req).await?)
+            json(StatusCode::CREATED, &path.create_disbursement(&call(client, &body, &key), &req).await?)
         }
-        Op::GetCharge(id) => json(StatusCode::OK, &path.get_charge(reader, id).await?),
-        Op::GetRefund(id) => json(StatusCode::OK, &path.get_refund(reader, id).await?),
-        Op::GetDisbursement(id) => json(StatusCode::OK, &path.get_disbursement(reader, id).await?),
+        Op::GetCharge(id) => json(StatusCode::OK, &path.get_charge(reader, &id).await?),
+        Op::GetRefund(id) => json(StatusCode::OK, &path.get_refund(reader, &id).await?),
+        Op::GetDisbursement(id) => json(StatusCode::OK, &path.get_disbursement(reader, &id).await?),
     })
 }
 

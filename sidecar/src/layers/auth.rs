@@ -98,7 +98,7 @@ impl<S> Auth<S> {
 }
 
 /// The token of `Bearer <token>`; the scheme is case-insensitive.
-fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
+pub fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
     let v = value.as_bytes();
     let (scheme, rest) = v.split_at_checked(7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {

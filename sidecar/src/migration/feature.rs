@@ -1,53 +1,8 @@
 //! The bounded labels a request carries: its feature and its route.
 
-/// The payments feature a request belongs to, from its path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Feature {
-    Charge = 0,
-    Refund = 1,
-    Disbursement = 2,
-    /// Anything else; always served by the legacy path.
-    Other = 3,
-}
-
-impl Feature {
-    /// Features that can migrate, in `index()` order.
-    pub const MIGRATING: [Feature; 3] = [Feature::Charge, Feature::Refund, Feature::Disbursement];
-    pub const ALL: [Feature; 4] = [Feature::Charge, Feature::Refund, Feature::Disbursement, Feature::Other];
-
-    pub fn from_path(path: &str) -> Feature {
-        let Some(rest) = path.strip_prefix("/v1/") else {
-            return Feature::Other;
-        };
-        // `/v1/charges`, `/v1/charges/ch_1`, `/v1/charges?x` — not `/v1/chargesX`.
-        let matches = |name: &str| {
-            rest.strip_prefix(name).is_some_and(|t| t.is_empty() || t.starts_with('/') || t.starts_with('?'))
-        };
-        if matches("charges") {
-            Feature::Charge
-        } else if matches("refunds") {
-            Feature::Refund
-        } else if matches("disbursements") {
-            Feature::Disbursement
-        } else {
-            Feature::Other
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Feature::Charge => "charge",
-            Feature::Refund => "refund",
-            Feature::Disbursement => "disbursement",
-            Feature::Other => "other",
-        }
-    }
-}
+/// The payments feature a request belongs to: the app's own reading of the
+/// path (one parser for both, so a path cannot pick its route).
+pub use paymesh_vocab::Feature;
 
 /// The path that serves a request. `None` is for requests the sidecar
 /// answered itself before choosing (401, 429, ...), so metrics stay honest.
@@ -88,5 +43,7 @@ mod tests {
         assert_eq!(Feature::from_path("/v1/chargesX"), Feature::Other);
         assert_eq!(Feature::from_path("/healthz"), Feature::Other);
         assert_eq!(Feature::from_path("/"), Feature::Other);
+        // Non-canonical paths are not a feature here, nor in the app.
+        assert_eq!(Feature::from_path("//v1/charges"), Feature::Other);
     }
 }

@@ -1,0 +1,142 @@
+//! The public API's paths, read one way only.
+//!
+//! A path names an API resource only in its canonical form:
+//! `/v1/<resource>` or `/v1/<resource>/<id>`, with no empty, `.` or `..`
+//! segment and nothing percent-encoded. Anything else (`//v1/charges`,
+//! `/v1/./charges`, `/v1/charges/`) is not a feature path: the sidecar labels
+//! it `other` and the app answers 404, so the two always agree.
+
+/// The payments feature a request belongs to, from its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Feature {
+    Charge = 0,
+    Refund = 1,
+    Disbursement = 2,
+    /// Anything else; always served by the legacy path.
+    Other = 3,
+}
+
+impl Feature {
+    /// Features that can migrate, in `index()` order.
+    pub const MIGRATING: [Feature; 3] = [Feature::Charge, Feature::Refund, Feature::Disbursement];
+    pub const ALL: [Feature; 4] = [Feature::Charge, Feature::Refund, Feature::Disbursement, Feature::Other];
+
+    /// The feature of a request path (the path alone: no query).
+    pub fn from_path(path: &str) -> Feature {
+        ApiPath::parse(path).map_or(Feature::Other, |p| p.feature)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::Charge => "charge",
+            Feature::Refund => "refund",
+            Feature::Disbursement => "disbursement",
+            Feature::Other => "other",
+        }
+    }
+
+    /// The URL segment of the feature's collection.
+    pub fn collection(self) -> Option<&'static str> {
+        match self {
+            Feature::Charge => Some("charges"),
+            Feature::Refund => Some("refunds"),
+            Feature::Disbursement => Some("disbursements"),
+            Feature::Other => None,
+        }
+    }
+
+    /// The kind of id the feature's resources have.
+    pub fn id_kind(self) -> Option<crate::IdKind> {
+        match self {
+            Feature::Charge => Some(crate::IdKind::Charge),
+            Feature::Refund => Some(crate::IdKind::Refund),
+            Feature::Disbursement => Some(crate::IdKind::Disbursement),
+            Feature::Other => None,
+        }
+    }
+}
+
+/// A canonical API path: a collection, or one member of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiPath<'a> {
+    /// Never [`Feature::Other`].
+    pub feature: Feature,
+    /// The member segment as sent; its format is checked by the app, which
+    /// answers 400 naming `id` when it is not an id of the feature's kind.
+    pub id: Option<&'a str>,
+}
+
+impl<'a> ApiPath<'a> {
+    /// Parses a request path; `None` for anything not canonical.
+    pub fn parse(path: &'a str) -> Option<ApiPath<'a>> {
+        let rest = path.strip_prefix("/v1/")?;
+        let (collection, id) = match rest.split_once('/') {
+            None => (rest, None),
+            Some((c, id)) => (c, Some(id)),
+        };
+        let feature = match collection {
+            "charges" => Feature::Charge,
+            "refunds" => Feature::Refund,
+            "disbursements" => Feature::Disbursement,
+            _ => return None,
+        };
+        match id {
+            Some(id) if !canonical_segment(id) => None,
+            _ => Some(ApiPath { feature, id }),
+        }
+    }
+}
+
+/// One non-empty segment: no `/`, no dot segment, nothing percent-encoded.
+fn canonical_segment(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.bytes().any(|b| b == b'/' || b == b'%')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths_name_their_feature() {
+        assert_eq!(Feature::from_path("/v1/charges"), Feature::Charge);
+        assert_eq!(Feature::from_path("/v1/charges/ch_123"), Feature::Charge);
+        assert_eq!(Feature::from_path("/v1/refunds/re_1"), Feature::Refund);
+        assert_eq!(Feature::from_path("/v1/disbursements"), Feature::Disbursement);
+        assert_eq!(
+            ApiPath::parse("/v1/charges/ch_1"),
+            Some(ApiPath { feature: Feature::Charge, id: Some("ch_1") })
+        );
+        assert_eq!(ApiPath::parse("/v1/refunds"), Some(ApiPath { feature: Feature::Refund, id: None }));
+    }
+
+    #[test]
+    fn anything_else_is_other() {
+        for path in [
+            "/v1/chargesX",
+            "/healthz",
+            "/",
+            "",
+            "//v1/charges",
+            "///v1/charges",
+            "/v1//charges",
+            "/v1/charges/",
+            "/v1/./charges",
+            "/v1/charges/.",
+            "/v1/charges/..",
+            "/v1/charges/ch_1/",
+            "/v1/charges/ch_1/x",
+            "/v1/charges/ch%2F..%2Fx",
+            "/v1/%63harges",
+            "/V1/charges",
+            "v1/charges",
+        ] {
+            assert_eq!(Feature::from_path(path), Feature::Other, "{path:?}");
+            assert_eq!(ApiPath::parse(path), None, "{path:?}");
+        }
+    }
+}
