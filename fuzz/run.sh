@@ -60,14 +60,19 @@ export HFUZZ_BUILD_ARGS="-j${JOBS:-2}"
 (cd "$here" && cargo hfuzz build >&2)
 
 # --- run ----------------------------------------------------------------------
+# The binaries directly, not `cargo hfuzz run`, which would rebuild first.
+hfuzz="$CARGO_TARGET_DIR/honggfuzz"
+bins="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release"
+[ -x "$hfuzz" ] || { echo "fuzz: $hfuzz was not built by cargo hfuzz build" >&2; exit 1; }
 run_one() {
     local t=$1 dir="$work/$1"
     rm -rf "$dir/crashes" && mkdir -p "$dir/corpus" "$dir/crashes"
-    (cd "$here" && HFUZZ_WORKSPACE="$dir/crashes" HFUZZ_INPUT="$here/corpus/$t" \
-        HFUZZ_RUN_ARGS="--run_time $seconds -n 1 --output $dir/corpus --quiet --timeout 5 --rlimit_rss 2048" \
-        cargo hfuzz run "$t" >"$dir/log" 2>&1) || true
+    # -P: persistent mode (the targets loop in-process); -v: plain log
+    # lines and a closing "Summary" line instead of the terminal UI.
+    "$hfuzz" -P -v -n 1 --run_time "$seconds" --timeout 5 --rlimit_rss 2048 \
+        -i "$here/corpus/$t" -o "$dir/corpus" -W "$dir/crashes" -- "$bins/$t" >"$dir/log" 2>&1 || true
     local summary crashes
-    summary=$(grep -a 'Summary iterations' "$dir/log" | tail -1)
+    summary=$(grep -a 'Summary iterations' "$dir/log" | tail -1 || true)
     crashes=$(find "$dir/crashes" -name '*.fuzz' | wc -l)
     printf '%s\t%s\t%s\n' "$t" "$crashes" "${summary:-no summary: see $dir/log}" >"$dir/result"
 }

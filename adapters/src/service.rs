@@ -59,14 +59,19 @@ pub async fn stop_signal() {
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` until `stop` resolves, then
-/// stops accepting and lets open requests finish for up to `drain`.
+/// stops accepting and lets open requests finish for up to `drain`. Accepts
+/// up to `paymesh_vocab::limits::APP_MAX_HEADERS` header fields.
 pub async fn serve<H, Fut>(listener: TcpListener, handle: H, stop: impl Future<Output = ()>, drain: Duration)
 where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Room for every header a request the sidecar accepted can carry, its
+    // own additions included (hyper's default of 100 is the sidecar's
+    // client limit: a request at that limit would be refused here).
+    builder.http1().max_headers(paymesh_vocab::limits::APP_MAX_HEADERS);
     tokio::pin!(stop);
     loop {
         let (stream, _peer) = tokio::select! {

@@ -28,6 +28,9 @@ pub struct Ctx {
     pub feature: Feature,
     pub route: Route,
     pub client: Option<Arc<ClientEntry>>,
+    /// Header fields as the client sent them, before the sidecar removed or
+    /// added any: what `limits::CLIENT_MAX_HEADERS` bounds.
+    pub client_headers: usize,
 }
 
 impl Ctx {
@@ -38,6 +41,7 @@ impl Ctx {
             feature: Feature::Other,
             route: Route::None,
             client: None,
+            client_headers: 0,
         }
     }
 }

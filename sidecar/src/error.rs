@@ -24,12 +24,20 @@ pub enum Reject {
     Overloaded,
     #[error("request body larger than limits.max_body_bytes")]
     BodyTooLarge,
+    #[error("more request header fields than the app accepts")]
+    TooManyHeaders,
     #[error("app unreachable")]
     AppUnavailable,
     #[error("app failed to answer")]
     BadGateway,
     #[error("app did not answer within limits.request_timeout")]
     Timeout,
+    #[error("admin request without the admin token")]
+    AdminTokenMissing,
+    #[error("admin request with a wrong admin token")]
+    AdminTokenInvalid,
+    #[error("admin request, but no admin.token_file is configured")]
+    AdminTokenNotConfigured,
 }
 
 macro_rules! error_body {
@@ -49,10 +57,15 @@ macro_rules! error_body {
 impl Reject {
     pub fn status(self) -> StatusCode {
         match self {
-            Reject::MissingKey | Reject::InvalidKey => StatusCode::UNAUTHORIZED,
+            Reject::MissingKey
+            | Reject::InvalidKey
+            | Reject::AdminTokenMissing
+            | Reject::AdminTokenInvalid
+            | Reject::AdminTokenNotConfigured => StatusCode::UNAUTHORIZED,
             Reject::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Reject::Overloaded | Reject::AppUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::BadGateway => StatusCode::BAD_GATEWAY,
             Reject::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -75,6 +88,11 @@ impl Reject {
             Reject::BodyTooLarge => {
                 error_body!("invalid_request_error", "request_too_large", "The request body is too large.")
             }
+            Reject::TooManyHeaders => error_body!(
+                "invalid_request_error",
+                "too_many_headers",
+                "The request has too many header fields (at most 100)."
+            ),
             Reject::AppUnavailable => error_body!(
                 "api_error",
                 "service_unavailable",
@@ -84,6 +102,19 @@ impl Reject {
                 error_body!("api_error", "bad_gateway", "The service failed to answer; retry shortly.")
             }
             Reject::Timeout => error_body!("api_error", "timeout", "The service did not answer in time."),
+            Reject::AdminTokenMissing => error_body!(
+                "authentication_error",
+                "missing_admin_token",
+                "State-changing admin requests need Authorization: Bearer <admin token>."
+            ),
+            Reject::AdminTokenInvalid => {
+                error_body!("authentication_error", "invalid_admin_token", "Invalid admin token provided.")
+            }
+            Reject::AdminTokenNotConfigured => error_body!(
+                "authentication_error",
+                "admin_token_not_configured",
+                "State-changing admin requests are refused until admin.token_file is configured."
+            ),
         }
     }
 
@@ -117,9 +148,13 @@ mod tests {
             Reject::RateLimited,
             Reject::Overloaded,
             Reject::BodyTooLarge,
+            Reject::TooManyHeaders,
             Reject::AppUnavailable,
             Reject::BadGateway,
             Reject::Timeout,
+            Reject::AdminTokenMissing,
+            Reject::AdminTokenInvalid,
+            Reject::AdminTokenNotConfigured,
         ] {
             let v: serde_json::Value = serde_json::from_str(r.body()).unwrap();
             let e = &v["error"];
@@ -127,12 +162,14 @@ mod tests {
             let expected = match r.status().as_u16() {
                 401 => "authentication_error",
                 429 => "rate_limit_error",
-                413 | 400 => "invalid_request_error",
+                413 | 431 | 400 => "invalid_request_error",
                 _ => "api_error",
             };
             assert_eq!(ty, expected, "{r:?}");
             assert!(e["code"].is_string() && e["message"].is_string());
             assert!(e["param"].is_null());
         }
+        let limit = paymesh_vocab::limits::CLIENT_MAX_HEADERS.to_string();
+        assert!(Reject::TooManyHeaders.body().contains(&format!("at most {limit})")), "the message names the limit");
     }
 }

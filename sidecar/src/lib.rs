@@ -13,6 +13,7 @@ pub mod admin;
 pub mod body;
 pub mod components;
 pub mod config;
+pub mod connections;
 pub mod ctx;
 pub mod error;
 pub mod layers;

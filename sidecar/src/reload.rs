@@ -3,8 +3,8 @@
 //! The file is polled once a second by identity (device, inode, mtime,
 //! size) of what its path resolves to, which also catches a Kubernetes
 //! ConfigMap's `..data` symlink swap that inotify on the file would miss.
-//! The TLS files the config names are watched the same way, so a rotated
-//! certificate is picked up. A valid new file becomes the new `Snapshot` in
+//! The TLS files and the admin token file the config names are watched the
+//! same way, so a rotated certificate or token is picked up. A valid new file becomes the new `Snapshot` in
 //! one atomic swap; an invalid one is logged, counted, and changes nothing.
 
 use std::os::unix::fs::MetadataExt;
@@ -28,8 +28,9 @@ fn file_identity(path: &Path) -> Option<Identity> {
     Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
 }
 
-/// The config file and the TLS files it names: a change to any of them (a
-/// rotated certificate as much as an edited config) is a reason to reload.
+/// The config file and the TLS and admin token files it names: a change to
+/// any of them (a rotated certificate or token as much as an edited config)
+/// is a reason to reload.
 fn watched(path: &Path, shared: &Shared) -> Vec<Option<Identity>> {
     let snap = shared.live.load();
     let mut files = vec![file_identity(path)];
@@ -37,6 +38,7 @@ fn watched(path: &Path, shared: &Shared) -> Vec<Option<Identity>> {
         files.extend([&tls.cert, &tls.key].map(|p| file_identity(p)));
         files.extend(tls.client_ca.as_deref().map(file_identity));
     }
+    files.extend(snap.config.admin_token.as_ref().map(|t| file_identity(&t.file)));
     files
 }
 

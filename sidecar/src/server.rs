@@ -8,26 +8,32 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tower::Service;
 
 use crate::components::Components;
 use crate::config::{ConfigErrors, Loaded};
+use crate::connections::{Activity, ConnectionPermit, OpenConnections, RequestGuard, idle_between};
 use crate::ctx::{ConnInfo, Ctx};
 use crate::migration::{MigrationSync, MigrationTable, SyncStatus};
 use crate::observe::{AccessLogWriter, Metrics};
@@ -86,6 +92,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     .map_err(StartError::AccessLog)?;
     let (listen, admin_addr) = (config.listen, config.admin);
     let overload = OverloadControl::new(&metrics.registry, &config.overload);
+    let open_connections = OpenConnections::register(&metrics.registry);
     let migration = MigrationTable::new(config.migration.defaults_bp);
     let snapshot = Snapshot::build(loaded, 1, &metrics, None)?;
     let proxy_listener = bind("listen", listen)?;
@@ -109,7 +116,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
         proxy_addr: proxy_listener.local_addr().expect("bound socket"),
         admin_addr: admin_listener.local_addr().expect("bound socket"),
         shared: shared.clone(),
-        proxy: tokio::spawn(serve(proxy_listener, shared.clone(), rx.clone())),
+        proxy: tokio::spawn(serve(proxy_listener, shared.clone(), open_connections, rx.clone())),
         admin: tokio::spawn(crate::admin::serve(admin_listener, shared.clone())),
         shutdown,
     };
@@ -142,9 +149,16 @@ fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> 
     socket.listen(1024).map_err(err)
 }
 
-async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let graceful = GracefulShutdown::new();
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    open: Arc<OpenConnections>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let stack = stack::build(shared.clone());
+    // Every connection task holds a clone of `alive`; `closed` resolves
+    // once the last one is gone.
+    let (alive, mut closed) = mpsc::channel::<()>(1);
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -160,24 +174,40 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
         let snap = shared.live.load_full();
-        tokio::spawn(serve_conn(stream, peer, snap, stack.clone(), Some(graceful.watcher())));
+        let Some(permit) = open.try_open(snap.config.limits.max_connections) else {
+            // Accepted only to be closed: left in the backlog it would
+            // still hold a slot there, and the client would wait instead of
+            // trying another replica. Counted in paymesh_connections_refused_total.
+            tracing::debug!(%peer, "limits.max_connections are open; closing the new connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = ConnBounds {
+            accepted: Instant::now(),
+            draining: Some(shutdown.clone()),
+            _permit: permit,
+            _alive: alive.clone(),
+        };
+        tokio::spawn(serve_conn(stream, peer, snap, stack.clone(), conn));
     }
     // Connections the kernel completed before we stopped accepting are,
     // as far as their clients know, accepted: serve one request on each
     // instead of resetting them with the listener.
-    let mut late = tokio::task::JoinSet::new();
+    let mut late = 0;
     for (stream, peer) in accept_backlog(&listener) {
         let snap = shared.live.load_full();
-        late.spawn(serve_conn(stream, peer, snap, stack.clone(), None));
+        let Some(permit) = open.try_open(snap.config.limits.max_connections) else { continue };
+        let conn = ConnBounds { accepted: Instant::now(), draining: None, _permit: permit, _alive: alive.clone() };
+        tokio::spawn(serve_conn(stream, peer, snap, stack.clone(), conn));
+        late += 1;
     }
     drop(listener);
+    drop(alive);
     let drain = shared.live.load().config.limits.drain_timeout;
-    tracing::info!(?drain, late = late.len(), "draining connections");
-    let all_done = async { tokio::join!(graceful.shutdown(), async { while late.join_next().await.is_some() {} }) };
+    tracing::info!(?drain, late, "draining connections");
     tokio::select! {
-        _ = all_done => tracing::info!("drained"),
+        _ = closed.recv() => tracing::info!("drained"),
         _ = tokio::time::sleep(drain) => tracing::warn!("drain timeout passed; closing the remaining connections"),
     }
 }
@@ -192,7 +222,20 @@ fn accept_backlog(listener: &TcpListener) -> Vec<(TcpStream, SocketAddr)> {
     backlog
 }
 
-async fn serve_conn<S>(stream: TcpStream, peer: SocketAddr, snap: Arc<Snapshot>, stack: S, watcher: Option<Watcher>)
+/// What bounds one connection's life.
+#[derive(Debug)]
+struct ConnBounds {
+    /// Everything before the first request's headers must be over by
+    /// `accepted + limits.header_read_timeout`.
+    accepted: Instant,
+    /// Resolves when the drain starts; `None` for a connection accepted
+    /// while draining, which serves one request.
+    draining: Option<watch::Receiver<bool>>,
+    _permit: ConnectionPermit,
+    _alive: mpsc::Sender<()>,
+}
+
+async fn serve_conn<S>(stream: TcpStream, peer: SocketAddr, snap: Arc<Snapshot>, stack: S, bounds: ConnBounds)
 where
     S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
         + Clone
@@ -203,23 +246,13 @@ where
 {
     let limits = snap.config.limits;
     let Some(acceptor) = &snap.tls else {
-        // hyper's header timeout starts once the protocol is known; a
-        // client that connects and says nothing is bounded here.
-        let mut first = [0u8; 1];
-        match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return,
-            Err(_) => {
-                tracing::debug!(%peer, "client sent nothing; closing");
-                return;
-            }
-        }
         let conn = ConnInfo { peer, cert_client: None };
-        return serve_io(stream, ConnService::new(stack, conn), limits, watcher, None).await;
+        return serve_io(stream, stack, conn, limits, bounds, None).await;
     };
-    // The handshake is bounded like a header read: a silent client must
-    // not hold a task and a socket.
-    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+    // The handshake is the first phase under the connection's one
+    // deadline: a silent client must not hold a task and a socket.
+    let deadline = bounds.accepted + limits.header_read_timeout;
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -238,16 +271,24 @@ where
         .and_then(|c| crate::tls::cert_client(&snap.clients, c));
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     let conn = ConnInfo { peer, cert_client };
-    serve_io(tls, ConnService::new(stack, conn), limits, watcher, alpn.as_deref()).await;
+    serve_io(tls, stack, conn, limits, bounds, alpn.as_deref()).await;
 }
 
 /// Serves one connection; `alpn` (from TLS) fixes the protocol, otherwise
 /// hyper-util tells HTTP/1.1 from HTTP/2 by the first bytes.
+///
+/// hyper bounds each HTTP/1 request's headers, but not its own protocol
+/// detection, nor an HTTP/2 connection that opens no stream, nor one kept
+/// alive by pings with nothing in flight; so a watchdog here closes the
+/// connection if no request has begun by the deadline, and after that if
+/// it has been idle for `limits.idle_timeout` (HTTP/2 gets a GOAWAY; a
+/// second idle period after it, and the socket is dropped).
 async fn serve_io<IO, S>(
     io: IO,
-    svc: ConnService<S>,
+    stack: S,
+    conn: ConnInfo,
     limits: crate::config::Limits,
-    watcher: Option<Watcher>,
+    mut bounds: ConnBounds,
     alpn: Option<&[u8]>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -258,23 +299,72 @@ async fn serve_io<IO, S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let peer = conn.peer;
+    let activity = Arc::new(Activity::default());
+    let svc = ConnService::new(stack, conn, activity.clone());
     let mut builder = match alpn {
         Some(b"h2") => auto::Builder::new(TokioExecutor::new()).http2_only(),
         Some(b"http/1.1") => auto::Builder::new(TokioExecutor::new()).http1_only(),
         _ => auto::Builder::new(TokioExecutor::new()),
     };
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(20)));
-    let result = match watcher {
-        Some(watcher) => watcher.watch(builder.serve_connection(TokioIo::new(io), svc)).await,
-        None => {
-            // Accepted while draining: one request, then close.
-            builder.http1().keep_alive(false);
-            builder.serve_connection(TokioIo::new(io), svc).await
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    if bounds.draining.is_none() {
+        // Accepted while draining: one request, then close.
+        builder.http1().keep_alive(false);
+    }
+    let connection = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(connection);
+    let first_deadline = bounds.accepted + limits.header_read_timeout;
+    let timer = tokio::time::sleep_until(bounds.accepted + limits.header_read_timeout.min(limits.idle_timeout));
+    tokio::pin!(timer);
+    let mut mark = activity.mark();
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            () = &mut timer => {
+                if !activity.any_request() {
+                    if Instant::now() >= first_deadline {
+                        tracing::debug!(%peer, "no request within limits.header_read_timeout; closing");
+                        return;
+                    }
+                    timer.as_mut().reset(first_deadline);
+                    continue;
+                }
+                let now = activity.mark();
+                if idle_between(mark, now) {
+                    if closing {
+                        tracing::debug!(%peer, "idle connection did not close; dropping it");
+                        return;
+                    }
+                    tracing::debug!(%peer, "idle for limits.idle_timeout; closing");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                mark = now;
+                timer.as_mut().reset(Instant::now() + limits.idle_timeout);
+            }
+            () = drain_started(&mut bounds.draining), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
         }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Resolves when the drain starts; never for a connection without a watch.
+async fn drain_started(draining: &mut Option<watch::Receiver<bool>>) {
+    match draining {
+        Some(rx) => stopped(rx).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -290,11 +380,12 @@ async fn serve_io<IO, S>(
 struct ConnService<S> {
     stack: RefCell<S>,
     conn: Arc<ConnInfo>,
+    activity: Arc<Activity>,
 }
 
 impl<S> ConnService<S> {
-    fn new(stack: S, conn: ConnInfo) -> Self {
-        Self { stack: RefCell::new(stack), conn: Arc::new(conn) }
+    fn new(stack: S, conn: ConnInfo, activity: Arc<Activity>) -> Self {
+        Self { stack: RefCell::new(stack), conn: Arc::new(conn), activity }
     }
 }
 
@@ -302,12 +393,14 @@ impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
 where
     S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>,
 {
-    type Response = Response<ResponseBody>;
+    type Response = Response<Tracked<ResponseBody>>;
     type Error = Infallible;
-    type Future = S::Future;
+    type Future = Tracked<S::Future>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        req.extensions_mut().insert(Ctx::new(self.conn.clone()));
+        let mut ctx = Ctx::new(self.conn.clone());
+        ctx.client_headers = req.headers().len();
+        req.extensions_mut().insert(ctx);
         let mut stack = self.stack.borrow_mut();
         // No layer reserves capacity in poll_ready (load shedding answers
         // in `call` instead), so the stack is always ready; poll once to
@@ -315,6 +408,56 @@ where
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let ready = stack.poll_ready(&mut cx);
         debug_assert!(ready.is_ready(), "the request stack is always ready");
-        stack.call(req)
+        Tracked { inner: stack.call(req), guard: Some(self.activity.start()) }
+    }
+}
+
+pin_project! {
+    /// A request's future, then its response body, holding the guard that
+    /// tells the connection's watchdog the request is still in flight.
+    #[derive(Debug)]
+    struct Tracked<T> {
+        #[pin]
+        inner: T,
+        guard: Option<RequestGuard>,
+    }
+}
+
+impl<F, B> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+{
+    type Output = Result<Response<Tracked<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(res) = std::task::ready!(this.inner.poll(cx));
+        let guard = this.guard.take();
+        Poll::Ready(Ok(res.map(|inner| Tracked { inner, guard })))
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if frame.is_none() {
+            this.guard.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

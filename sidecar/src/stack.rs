@@ -13,6 +13,7 @@ use crate::body::ProxyBody;
 use crate::layers::access_log::{AccessLogLayer, LoggedBody};
 use crate::layers::auth::AuthLayer;
 use crate::layers::body_limit::BodyLimitLayer;
+use crate::layers::header_limit::HeaderLimitLayer;
 use crate::layers::headers::HeadersLayer;
 use crate::layers::load_shed::LoadShedLayer;
 use crate::layers::metrics::MetricsLayer;
@@ -51,7 +52,13 @@ pub type Layers = Stack<
                     AuthLayer,
                     Stack<
                         LoadShedLayer,
-                        Stack<AccessLogLayer, Stack<MetricsLayer, Stack<TraceLayer, Stack<HeadersLayer, Identity>>>>,
+                        Stack<
+                            HeaderLimitLayer,
+                            Stack<
+                                AccessLogLayer,
+                                Stack<MetricsLayer, Stack<TraceLayer, Stack<HeadersLayer, Identity>>>,
+                            >,
+                        >,
                     >,
                 >,
             >,
@@ -76,6 +83,9 @@ pub fn layers(shared: &Arc<Shared>) -> ServiceBuilder<Layers> {
         .layer(MetricsLayer::new(shared.clone()))
         // Likewise the access log: one line per request, whoever answered.
         .layer(AccessLogLayer::new(shared.clone()))
+        // A request with more header fields than the app accepts (once the
+        // sidecar has added its own) is refused now, 431, not by the app.
+        .layer(HeaderLimitLayer)
         // Shed load before doing any work: over max_inflight costs one
         // atomic add, not a SHA-256 and a bucket update.
         .layer(LoadShedLayer::new(shared.clone()))

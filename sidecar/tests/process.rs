@@ -131,6 +131,42 @@ fn check_config_names_every_bad_key() {
 }
 
 #[test]
+fn check_config_refuses_a_rate_the_throttle_cannot_represent() {
+    // Once accepted, and the first request then overflowed the throttle.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rate.yaml");
+    let yaml = config_yaml("127.0.0.1:8081".parse().unwrap(), "")
+        .replace("{dir}", "/tmp")
+        .replace("rate: { per_second: 2, burst: 2 }", "rate: { per_second: 0.001, burst: 4000000000 }");
+    std::fs::write(&path, yaml).unwrap();
+    let (ok, _, stderr) = check_config(&path);
+    assert!(!ok, "accepted");
+    assert!(stderr.contains(": clients[1].rate: "), "{stderr}");
+}
+
+#[test]
+fn check_config_refuses_an_empty_or_missing_admin_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "").unwrap();
+    let path = dir.path().join("admin.yaml");
+    let admin = format!("admin: {{ listen: \"127.0.0.1:0\", token_file: {token:?} }}");
+    let yaml = config_yaml("127.0.0.1:8081".parse().unwrap(), "")
+        .replace("{dir}", "/tmp")
+        .replace("admin: \"127.0.0.1:0\"", &admin);
+    std::fs::write(&path, yaml).unwrap();
+    let (ok, _, stderr) = check_config(&path);
+    assert!(!ok, "an empty token file was accepted");
+    assert!(stderr.contains(": admin.token_file: "), "{stderr}");
+    std::fs::remove_file(&token).unwrap();
+    let (ok, _, stderr) = check_config(&path);
+    assert!(!ok && stderr.contains(": admin.token_file: "), "{stderr}");
+    std::fs::write(&token, "a-long-enough-admin-token\n").unwrap();
+    let (ok, _, stderr) = check_config(&path);
+    assert!(ok, "{stderr}");
+}
+
+#[test]
 fn a_non_loopback_app_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.yaml");

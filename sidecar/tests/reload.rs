@@ -102,15 +102,15 @@ async fn a_configmap_symlink_swap_is_noticed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_reload_applies_the_file_now() {
     let app = upstream().await;
-    let yaml = config_yaml(app.addr, "");
+    let yaml = with_admin_token(&config_yaml(app.addr, ""));
     let sc = sidecar(&yaml).await;
     assert_eq!(
-        send(http::Method::GET, &sc.admin_url("/admin/reload"), &[], "").await.status,
+        send(http::Method::GET, &sc.admin_url("/admin/reload"), &[ADMIN_AUTH], "").await.status,
         StatusCode::METHOD_NOT_ALLOWED
     );
     let dir = sc.dir.path().to_str().unwrap().to_owned();
     std::fs::write(&sc.config_path, yaml.replace("{dir}", &dir).replace("burst: 2 }", "burst: 3 }")).unwrap();
-    let r = send(http::Method::POST, &sc.admin_url("/admin/reload"), &[], "").await;
+    let r = send(http::Method::POST, &sc.admin_url("/admin/reload"), &[ADMIN_AUTH], "").await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     eventually(Duration::from_secs(5), "payouts burst is 3", || async {
         get(&sc.admin_url("/admin/state")).await.json()["clients"][1]["rate"]["burst"] == 3

@@ -9,6 +9,10 @@ pub const CLIENT: &str = "checkout";
 pub const KEY: &str = "test-key-checkout";
 /// SHA-256 of [`KEY`].
 pub const KEY_SHA256: &str = "d17c6600b1a69cb2492a965c20553d4f98f2f139351980714db5de2e2a296e16";
+/// The admin token of every test sidecar (`admin.token_file`); state-changing
+/// admin requests send [`ADMIN_AUTH`].
+pub const ADMIN_TOKEN: &str = "system-test-admin-token-0123456789";
+pub const ADMIN_AUTH: (&str, &str) = ("authorization", "Bearer system-test-admin-token-0123456789");
 
 #[derive(Debug)]
 pub struct SidecarProcess {
@@ -44,7 +48,14 @@ impl SidecarProcess {
         env: &[(&str, &str)],
     ) -> SidecarProcess {
         let config = dir.join(format!("sidecar-{listen_port}.yaml"));
-        std::fs::write(&config, config_yaml(listen_port, admin_port, app, extra)).expect("write config");
+        let token = dir.join(format!("admin-token-{listen_port}"));
+        std::fs::write(&token, format!("{ADMIN_TOKEN}\n")).expect("write admin token");
+        let yaml = config_yaml(listen_port, admin_port, app, extra).replacen(
+            &format!("admin: \"127.0.0.1:{admin_port}\""),
+            &format!("admin: {{ listen: \"127.0.0.1:{admin_port}\", token_file: {token:?} }}"),
+            1,
+        );
+        std::fs::write(&config, yaml).expect("write config");
         let process = Process::spawn("paymesh-sidecar", &["--config", config.to_str().expect("utf-8")], env, dir);
         let admin = format!("http://127.0.0.1:{admin_port}");
         let client = Client::new();

@@ -8,7 +8,7 @@
 //! garbage telemetry change nothing; an operator can pin a component and
 //! take a CPU profile.
 
-use paymesh_system_tests::sidecar::{KEY, metric};
+use paymesh_system_tests::sidecar::{ADMIN_AUTH, KEY, metric};
 use paymesh_system_tests::{AppProcess, Client, Etcd, Orchestrator, SidecarProcess, bin, eventually, free_port};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -137,7 +137,7 @@ fn etcd_records(etcd: &Etcd, pod: &str) -> Vec<Value> {
 
 async fn post_component(sidecar: &SidecarProcess, name: &str, body: &str) -> paymesh_system_tests::Reply {
     Client::new()
-        .send(http::Method::POST, &format!("{}/admin/components/{name}", sidecar.admin), &[], body.as_bytes())
+        .send(http::Method::POST, &format!("{}/admin/components/{name}", sidecar.admin), &[ADMIN_AUTH], body.as_bytes())
         .await
         .unwrap()
 }
@@ -348,7 +348,7 @@ async fn an_operator_overrides_the_board_and_takes_a_profile() {
             }
         })
     };
-    let reply = client.get(&profile("2"), &[]).await;
+    let reply = client.get(&profile("2"), &[ADMIN_AUTH]).await;
     load.abort();
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     let samples: u64 = reply.header("x-profile-samples").unwrap().parse().unwrap();
@@ -358,12 +358,12 @@ async fn an_operator_overrides_the_board_and_takes_a_profile() {
         let (stack, count) = line.rsplit_once(' ').unwrap();
         assert!(stack.contains(';') && count.parse::<u64>().is_ok(), "{line}");
     }
-    assert_eq!(client.get(&profile("0"), &[]).await.status, 400);
+    assert_eq!(client.get(&profile("0"), &[ADMIN_AUTH]).await.status, 400);
 
     // Profiling off by hand: the endpoint refuses, and says why.
     let reply = post_component(&sidecar, "profiling", r#"{"enabled": false}"#).await;
     assert_eq!(reply.json(), json!({"component": "profiling", "enabled": false, "control": "manual"}));
-    let refused = client.get(&profile("1"), &[]).await;
+    let refused = client.get(&profile("1"), &[ADMIN_AUTH]).await;
     assert_eq!(refused.status, 503);
     assert!(refused.json()["reason"].as_str().unwrap().contains("operator"), "{:?}", refused.json());
     let state = sidecar.state().await;

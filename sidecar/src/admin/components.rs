@@ -3,7 +3,7 @@
 //! Body `{"enabled": true}` or `{"enabled": false}` pins the component on or
 //! off whatever the switch board thinks; `{"enabled": null}` gives control
 //! back to the board, which applies its own plan at once. Loopback peers
-//! only. Every call is recorded as a switch event with reason `manual`.
+//! only, with the admin token. Every call is recorded as a switch event with reason `manual`.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::{json, loopback_only};
+use super::{authorize, json};
 use crate::components::Component;
 use crate::state::Shared;
 
@@ -27,7 +27,7 @@ pub async fn handle(
     if req.method() != Method::POST {
         return problem(StatusCode::METHOD_NOT_ALLOWED, "use POST with {\"enabled\": true|false|null}");
     }
-    if let Some(refused) = loopback_only(peer) {
+    if let Some(refused) = authorize(&req, shared, peer) {
         return refused;
     }
     let Some(component) = Component::from_name(name) else {

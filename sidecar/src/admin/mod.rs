@@ -1,9 +1,15 @@
 //! The admin listener: health, readiness, metrics and state for operators.
 //!
-//! Plain HTTP/1.1 on its own port, apart from client traffic. Reads are open
-//! to any peer that can reach the port; anything that changes state answers
-//! only loopback peers. It keeps serving while the proxy drains, so
-//! `/readyz` can say 503 to the load balancer.
+//! Plain HTTP/1.1 on its own port, apart from client traffic. Reads
+//! (`/healthz`, `/readyz`, `/metrics`, `/admin/state`) are open to any peer
+//! that can reach the port and change nothing; anything that changes state
+//! or costs CPU (reload, component pins, profiles) answers only loopback
+//! peers that present the admin token (`admin.token_file`), and nobody at
+//! all while no token is configured: inside a pod, loopback is shared with
+//! every container and a mesh proxy, so it is no boundary by itself. It
+//! keeps serving while the proxy drains, so `/readyz` can say 503 to the load
+//! balancer, and while the public listener is saturated: it has its own
+//! small connection budget inside the descriptors the public one leaves.
 
 mod components;
 mod profile;
@@ -21,12 +27,20 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+use crate::connections::ADMIN_MAX_CONNECTIONS;
+use crate::error::Reject;
 use crate::readiness::readiness;
 use crate::state::Shared;
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    // Beyond the budget, connections wait in the accept queue (holding no
+    // descriptor of ours) until one of the served ones ends; each is
+    // bounded by the header timeout below.
+    let budget = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
     loop {
+        let permit = budget.clone().acquire_owned().await.expect("the semaphore is never closed");
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
             Err(e) => {
@@ -37,6 +51,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(route(req, shared, peer).await) }
@@ -78,7 +93,7 @@ fn handle(req: &Request<Incoming>, shared: &Shared, peer: SocketAddr) -> Respons
         }
         (&Method::GET, "/admin/state") => json(StatusCode::OK, state::render(shared)),
         (&Method::POST, "/admin/reload") => {
-            if let Some(refused) = loopback_only(peer) {
+            if let Some(refused) = authorize(req, shared, peer) {
                 return refused;
             }
             shared.reload.notify_one();
@@ -91,12 +106,30 @@ fn handle(req: &Request<Incoming>, shared: &Shared, peer: SocketAddr) -> Respons
     }
 }
 
-/// `Some(403)` unless the peer is on loopback (an IPv4-mapped one too, for
-/// an admin listener on `[::]`): state changes and profiles are for an
-/// operator on the pod, not for the network.
-fn loopback_only(peer: SocketAddr) -> Option<Response<Full<Bytes>>> {
-    (!peer.ip().to_canonical().is_loopback())
-        .then(|| text(StatusCode::FORBIDDEN, "state changes and profiles are allowed from loopback only\n"))
+/// `None` if a state-changing request may go ahead, else the refusal:
+/// 403 unless the peer is on loopback (an IPv4-mapped one too, for an admin
+/// listener on `[::]`), then 401 unless it presents the admin token.
+fn authorize<B>(req: &Request<B>, shared: &Shared, peer: SocketAddr) -> Option<Response<Full<Bytes>>> {
+    if !peer.ip().to_canonical().is_loopback() {
+        return Some(text(StatusCode::FORBIDDEN, "state changes and profiles are allowed from loopback only\n"));
+    }
+    let reject = match (&shared.live.load().config.admin_token, bearer(req)) {
+        (None, _) => Reject::AdminTokenNotConfigured,
+        (Some(_), None) => Reject::AdminTokenMissing,
+        (Some(token), Some(presented)) if token.matches(presented) => return None,
+        (Some(_), Some(_)) => Reject::AdminTokenInvalid,
+    };
+    tracing::warn!(%peer, path = req.uri().path(), reason = %reject, "admin request refused");
+    let mut res = json(reject.status(), reject.body().to_owned());
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"paymesh-admin\""));
+    Some(res)
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer<B>(req: &Request<B>) -> Option<&[u8]> {
+    let value = req.headers().get(header::AUTHORIZATION)?.as_bytes();
+    let scheme = value.get(..7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then(|| value[7..].trim_ascii())
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -1,13 +1,13 @@
 //! `GET /debug/pprof/profile?seconds=N`: an on-demand CPU profile.
 //!
-//! The `profiling` component. Loopback peers only. For N seconds (1 to 60,
-//! default 10) every thread's stack is sampled 99 times a second (SIGPROF,
-//! through the pprof crate); the answer is folded stacks, one
-//! `thread;root;…;leaf count` line per distinct stack, the input of
-//! `flamegraph.pl`, `inferno-flamegraph` and speedscope. One profile runs
-//! at a time (409 otherwise). While `profiling` is off the endpoint answers
-//! 503 with the reason, and a profile that is running when the component
-//! is shed stops at once: sampling costs CPU the host does not have.
+//! The `profiling` component. Loopback peers with the admin token only. For N
+//! seconds (1 to 60, default 10) every thread's stack is sampled 99 times a
+//! second (SIGPROF, through the pprof crate); the answer is folded stacks,
+//! one `thread;root;…;leaf count` line per distinct stack, the input of
+//! `flamegraph.pl`, `inferno-flamegraph` and speedscope. One profile runs at
+//! a time (409 otherwise). While `profiling` is off the endpoint answers 503
+//! with the reason, and a profile that is running when the component is shed
+//! stops at once: sampling costs CPU the host does not have.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +19,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{json, loopback_only};
+use super::{authorize, json};
 use crate::components::Component;
 use crate::state::Shared;
 
@@ -35,7 +35,7 @@ pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>, peer: std::net:
     if req.method() != http::Method::GET {
         return problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None);
     }
-    if let Some(refused) = loopback_only(peer) {
+    if let Some(refused) = authorize(&req, &shared, peer) {
         return refused;
     }
     let seconds = match seconds(req.uri().query()) {

@@ -11,7 +11,13 @@ pub const RATE_BURST: u32 = 2000;
 pub const MAX_INFLIGHT: u32 = 1024;
 pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const REQUEST_TIMEOUT: &str = "10s";
+/// Everything before a connection's first request: TLS handshake, protocol
+/// detection, the request's headers.
 pub const HEADER_READ_TIMEOUT: &str = "10s";
+/// A connection with nothing in flight this long is closed (HTTP/2 with a
+/// GOAWAY). `limits.max_connections` defaults to
+/// `connections::default_max_connections()`, from the descriptor limit.
+pub const IDLE_TIMEOUT: &str = "60s";
 pub const CONNECT_TIMEOUT: &str = "1s";
 pub const DRAIN_TIMEOUT: &str = "20s";
 

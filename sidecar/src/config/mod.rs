@@ -6,7 +6,9 @@
 //! function serves `--check-config`, hot reload and the Helm chart's tests.
 //! Nothing here touches the network or starts a task.
 
+mod admin_token;
 pub mod defaults;
+mod fleet;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -21,6 +23,8 @@ use sha2::{Digest, Sha256};
 
 pub use crate::observe::Rotate;
 
+pub use admin_token::AdminToken;
+pub use fleet::{Fleet, Scope};
 pub use validate::from_yaml;
 
 /// A validated configuration.
@@ -29,6 +33,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub app: SocketAddr,
     pub admin: SocketAddr,
+    /// `admin.token_file`, read: without one, state-changing admin requests
+    /// are refused.
+    pub admin_token: Option<AdminToken>,
     /// Tokio worker threads; defaults to the available parallelism.
     pub workers: usize,
     pub tls: Option<Tls>,
@@ -37,6 +44,7 @@ pub struct Config {
     pub migration: Migration,
     pub overload: Overload,
     pub access_log: AccessLog,
+    pub fleet: Fleet,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +61,8 @@ pub struct Client {
     /// its TLS certificate.
     pub api_key_sha256: Option<[u8; 32]>,
     pub rate: Rate,
+    /// `rate.scope`: `Fleet` makes `rate` the total over every sidecar.
+    pub scope: Scope,
     /// DNS subject alternative names of client certificates that identify
     /// this client under mTLS.
     pub cert_names: Vec<String>,
@@ -65,6 +75,7 @@ impl fmt::Debug for Client {
             .field("id", &self.id)
             .field("api_key", &self.api_key_sha256.map(|_| "<sha256>"))
             .field("rate", &self.rate)
+            .field("scope", &self.scope)
             .field("cert_names", &self.cert_names)
             .finish()
     }
@@ -78,10 +89,14 @@ pub struct Rate {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
+    /// Open client connections on the public listener.
+    pub max_connections: u32,
     pub max_inflight: u32,
     pub max_body_bytes: u64,
     pub request_timeout: Duration,
+    /// From accept to the first request's headers, every phase included.
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
 }

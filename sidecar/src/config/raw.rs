@@ -13,8 +13,8 @@ use super::defaults as d;
 pub struct RawConfig {
     pub listen: String,
     pub app: String,
-    #[serde(default = "admin")]
-    pub admin: String,
+    #[serde(default)]
+    pub admin: RawAdmin,
     #[serde(default)]
     pub workers: Option<usize>,
     #[serde(default)]
@@ -28,10 +28,59 @@ pub struct RawConfig {
     pub overload: RawOverload,
     #[serde(default)]
     pub access_log: RawAccessLog,
+    #[serde(default)]
+    pub fleet: super::fleet::RawFleet,
 }
 
-fn admin() -> String {
+/// `admin: "0.0.0.0:9901"` or `admin: { listen: "0.0.0.0:9901", token_file: FILE }`.
+#[derive(Debug)]
+pub struct RawAdmin {
+    pub listen: String,
+    pub token_file: Option<String>,
+    /// Written as a mapping: errors then name `admin.listen`.
+    pub mapped: bool,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self { listen: admin_listen(), token_file: None, mapped: false }
+    }
+}
+
+fn admin_listen() -> String {
     d::ADMIN.to_owned()
+}
+
+/// The mapping form of `admin`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdminMap {
+    #[serde(default = "admin_listen")]
+    listen: String,
+    #[serde(default)]
+    token_file: Option<String>,
+}
+
+/// Hand-written rather than `#[serde(untagged)]`, whose one error for every
+/// mistake ("did not match any variant") would hide which key was wrong.
+impl<'de> Deserialize<'de> for RawAdmin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Form;
+        impl<'de> serde::de::Visitor<'de> for Form {
+            type Value = RawAdmin;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an ip:port address or { listen, token_file }")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RawAdmin, E> {
+                Ok(RawAdmin { listen: s.to_owned(), token_file: None, mapped: false })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawAdmin, A::Error> {
+                let m = RawAdminMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawAdmin { listen: m.listen, token_file: m.token_file, mapped: true })
+            }
+        }
+        d.deserialize_any(Form)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,21 +109,25 @@ pub struct RawClient {
 pub struct RawRate {
     pub per_second: f64,
     pub burst: u32,
+    pub scope: super::fleet::Scope,
 }
 
 impl Default for RawRate {
     fn default() -> Self {
-        Self { per_second: d::RATE_PER_SECOND, burst: d::RATE_BURST }
+        Self { per_second: d::RATE_PER_SECOND, burst: d::RATE_BURST, scope: Default::default() }
     }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
+    /// `None`: sized from the descriptor limit (`connections::default_max_connections`).
+    pub max_connections: Option<u32>,
     pub max_inflight: u32,
     pub max_body_bytes: u64,
     pub request_timeout: String,
     pub header_read_timeout: String,
+    pub idle_timeout: String,
     pub connect_timeout: String,
     pub drain_timeout: String,
 }
@@ -82,10 +135,12 @@ pub struct RawLimits {
 impl Default for RawLimits {
     fn default() -> Self {
         Self {
+            max_connections: None,
             max_inflight: d::MAX_INFLIGHT,
             max_body_bytes: d::MAX_BODY_BYTES,
             request_timeout: d::REQUEST_TIMEOUT.into(),
             header_read_timeout: d::HEADER_READ_TIMEOUT.into(),
+            idle_timeout: d::IDLE_TIMEOUT.into(),
             connect_timeout: d::CONNECT_TIMEOUT.into(),
             drain_timeout: d::DRAIN_TIMEOUT.into(),
         }

@@ -145,6 +145,27 @@ fn sha256_hex_parses() {
 }
 
 #[test]
+fn rates_the_throttle_cannot_represent_are_refused() {
+    for (rate, ok) in [
+        ("{ per_second: 0.001, burst: 4000000000 }", false),
+        ("{ per_second: 0.000000000001, burst: 1 }", false),
+        ("{ per_second: 2000000000, burst: 1 }", false),
+        ("{ per_second: 1000000000, burst: 1 }", true),
+        ("{ per_second: 1000, burst: 4294967295 }", true),
+    ] {
+        let yaml = GOOD.replace("{ per_second: 200, burst: 400 }", rate);
+        match from_yaml(yaml.as_bytes()) {
+            Ok(_) => assert!(ok, "{rate} was accepted"),
+            Err(e) => {
+                assert!(!ok, "{rate} was refused: {e}");
+                assert_eq!(e.0.len(), 1, "{e}");
+                assert_eq!(e.0[0].key, "clients[0].rate", "{e}");
+            }
+        }
+    }
+}
+
+#[test]
 fn rotation_has_defaults_and_limits() {
     use crate::observe::Rotate;
     let c = from_yaml(GOOD.as_bytes()).unwrap();
@@ -175,4 +196,53 @@ fn rotation_has_defaults_and_limits() {
     );
     let e = from_yaml(format!("{GOOD}access_log: {{ rotate: {{ max_files: 3 }} }}\n").as_bytes()).unwrap_err();
     assert!(e.to_string().contains("max_files"), "{e}");
+}
+
+#[test]
+fn admin_takes_an_address_or_a_mapping_with_a_token_file() {
+    let c = from_yaml(format!("{GOOD}admin: \"127.0.0.1:9901\"\n").as_bytes()).unwrap();
+    assert_eq!((c.admin, c.admin_token), ("127.0.0.1:9901".parse().unwrap(), None));
+    let c = from_yaml(format!("{GOOD}admin: {{ listen: \"127.0.0.1:9902\" }}\n").as_bytes()).unwrap();
+    assert_eq!((c.admin, c.admin_token), ("127.0.0.1:9902".parse().unwrap(), None));
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    let yaml = format!("{GOOD}admin: {{ listen: \"127.0.0.1:9903\", token_file: {token:?} }}\n");
+    let c = from_yaml(yaml.as_bytes()).unwrap();
+    let t = c.admin_token.unwrap();
+    assert_eq!(t.file, token);
+    assert!(t.matches(b"0123456789abcdef0123"));
+
+    // Keys are named, whichever form.
+    let e = from_yaml(format!("{GOOD}admin: {{ listen: nowhere }}\n").as_bytes()).unwrap_err();
+    assert_eq!(e.0[0].key, "admin.listen");
+    let e = from_yaml(format!("{GOOD}admin: {{ listen: \"127.0.0.1:1\", tokenfile: x }}\n").as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("tokenfile"), "{e}");
+    for contents in [None, Some(""), Some("\n"), Some("short")] {
+        let path = dir.path().join("bad-token");
+        let _ = std::fs::remove_file(&path);
+        if let Some(c) = contents {
+            std::fs::write(&path, c).unwrap();
+        }
+        let yaml = format!("{GOOD}admin: {{ token_file: {path:?} }}\n");
+        let e = from_yaml(yaml.as_bytes()).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].key, "admin.token_file", "{contents:?}: {e}");
+    }
+}
+
+#[test]
+fn max_connections_defaults_from_the_descriptor_limit_and_is_checked() {
+    let c = from_yaml(GOOD.as_bytes()).unwrap();
+    assert_eq!(c.limits.max_connections, crate::connections::default_max_connections());
+    assert!(c.limits.max_connections <= 10_000);
+    let c = from_yaml(format!("{GOOD}limits: {{ max_connections: 8 }}\n").as_bytes()).unwrap();
+    assert_eq!(c.limits.max_connections, 8);
+    let e = from_yaml(format!("{GOOD}limits: {{ max_connections: 0 }}\n").as_bytes()).unwrap_err();
+    assert_eq!(e.0[0].key, "limits.max_connections");
+    if let Some(fds) = crate::connections::fd_soft_limit().filter(|&l| l < u64::from(u32::MAX)) {
+        let e = from_yaml(format!("{GOOD}limits: {{ max_connections: {fds} }}\n").as_bytes()).unwrap_err();
+        assert_eq!(e.0[0].key, "limits.max_connections", "{e}");
+    }
 }

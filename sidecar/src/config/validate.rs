@@ -11,10 +11,13 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 
+use crate::connections;
+
 use super::defaults::{ROTATE_MAX_KEEP, ROTATE_MIN_BYTES};
 use super::raw::{RawConfig, RawRotate, RawThresholds};
 use super::{
-    AccessLog, Client, Config, ConfigError, ConfigErrors, Limits, Migration, Overload, Rate, Rotate, Thresholds, Tls,
+    AccessLog, AdminToken, Client, Config, ConfigError, ConfigErrors, Limits, Migration, Overload, Rate, Rotate,
+    Thresholds, Tls,
 };
 
 /// Components that `overload.components` may name.
@@ -58,9 +61,11 @@ impl Problems {
                 "must be a loopback address: the app trusts x-paymesh-* headers, so only the sidecar may reach it",
             );
         }
-        let admin = self.addr("admin", &raw.admin);
+        let admin_key = if raw.admin.mapped { "admin.listen" } else { "admin" };
+        let admin = self.addr(admin_key, &raw.admin.listen);
+        let admin_token = raw.admin.token_file.as_deref().and_then(|f| self.admin_token(f));
         if listen == admin && listen.is_some_and(|a| a.port() != 0) {
-            self.push("admin", "must differ from listen");
+            self.push(admin_key, "must differ from listen");
         }
         let [listen, app, admin] = [listen, app, admin].map(|a| a.unwrap_or(UNSET_ADDR));
         let workers = match raw.workers {
@@ -80,10 +85,12 @@ impl Problems {
         let clients = self.clients(raw.clients, mtls);
         let l = raw.limits;
         let limits = Limits {
+            max_connections: self.max_connections(l.max_connections),
             max_inflight: self.at_least("limits.max_inflight", l.max_inflight, 1),
             max_body_bytes: self.at_least("limits.max_body_bytes", l.max_body_bytes, 1),
             request_timeout: self.duration("limits.request_timeout", &l.request_timeout),
             header_read_timeout: self.duration("limits.header_read_timeout", &l.header_read_timeout),
+            idle_timeout: self.duration("limits.idle_timeout", &l.idle_timeout),
             connect_timeout: self.duration("limits.connect_timeout", &l.connect_timeout),
             drain_timeout: self.duration("limits.drain_timeout", &l.drain_timeout),
         };
@@ -145,7 +152,13 @@ impl Problems {
             buffer_lines: self.at_least("access_log.buffer_lines", a.buffer_lines, 1),
             rotate: self.rotate("access_log.rotate", &a.rotate),
         };
-        Config { listen, app, admin, workers, tls, clients, limits, migration, overload, access_log }
+        let fleet = super::fleet::validate(&raw.fleet, &mut |k, m| self.push(k, m));
+        for (i, c) in clients.iter().enumerate() {
+            if c.scope == super::Scope::Fleet && migration.etcd_endpoints.is_empty() {
+                self.push(format!("clients[{i}].rate.scope"), "fleet needs etcd (migration.etcd_endpoints)");
+            }
+        }
+        Config { listen, app, admin, admin_token, workers, tls, clients, limits, migration, overload, access_log, fleet }
     }
 
     fn clients(&mut self, raw: Vec<super::raw::RawClient>, mtls: bool) -> Vec<Client> {
@@ -187,6 +200,14 @@ impl Problems {
             if c.rate.burst == 0 {
                 self.push(key("rate.burst"), "must be at least 1");
             }
+            let rate = Rate { per_second: c.rate.per_second, burst: c.rate.burst };
+            if c.rate.per_second.is_finite() && c.rate.per_second > 0.0 && c.rate.burst > 0 {
+                // The throttle's bucket must be able to do this rate's
+                // arithmetic; a rate it would have to clamp is a typo.
+                if let Err(why) = crate::layers::throttle::TokenBucket::check(rate) {
+                    self.push(key("rate"), why);
+                }
+            }
             if !c.cert_names.is_empty() && !mtls {
                 self.push(key("cert_names"), "needs tls.client_ca (mTLS) to mean anything");
             }
@@ -197,14 +218,43 @@ impl Problems {
                     self.push(format!("clients[{i}].cert_names[{j}]"), format!("{n:?} already names another client"));
                 }
             }
-            out.push(Client {
-                id: c.id,
-                api_key_sha256,
-                rate: Rate { per_second: c.rate.per_second, burst: c.rate.burst },
-                cert_names: c.cert_names,
-            });
+            out.push(Client { id: c.id, api_key_sha256, rate, scope: c.rate.scope, cert_names: c.cert_names });
         }
         out
+    }
+
+    fn admin_token(&mut self, file: &str) -> Option<AdminToken> {
+        if file.is_empty() {
+            self.push("admin.token_file", "must not be empty (leave it out for no token)");
+            return None;
+        }
+        AdminToken::read(Path::new(file)).map_err(|e| self.push("admin.token_file", e)).ok()
+    }
+
+    /// Beyond the descriptor budget the cap no longer protects anything: the
+    /// process would run out of descriptors first.
+    fn max_connections(&mut self, configured: Option<u32>) -> u32 {
+        let Some(n) = configured else {
+            return connections::default_max_connections();
+        };
+        if n == 0 {
+            self.push("limits.max_connections", "must be at least 1");
+            return 1;
+        }
+        if let Some(fds) = connections::fd_soft_limit() {
+            let budget = connections::fd_budget(fds);
+            if n > budget {
+                self.push(
+                    "limits.max_connections",
+                    format!(
+                        "{n} exceeds what the open-file limit ({fds}) can carry: at most {budget} \
+                         ((limit - {}) / 2); raise the limit (ulimit -n) or lower this",
+                        connections::FD_RESERVE
+                    ),
+                );
+            }
+        }
+        n
     }
 
     fn addr(&mut self, key: &str, s: &str) -> Option<SocketAddr> {

@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod body_limit;
+pub mod header_limit;
 pub mod headers;
 pub mod load_shed;
 pub mod metrics;

@@ -47,13 +47,45 @@ pub enum Decision {
     Deny { retry_after: Duration, reset: Duration },
 }
 
+/// The longest span the bucket's arithmetic works with: a token's interval
+/// and a burst's window must each fit in it. A quarter of `u64` nanoseconds
+/// (about 146 years) leaves room for `now + tolerance + interval` without
+/// overflow for as long as any process runs.
+pub const MAX_SPAN_NS: u64 = u64::MAX / 4;
+
 impl TokenBucket {
+    /// Whether `rate`'s arithmetic is representable: a token every 1 ns or
+    /// slower, and a burst window of at most [`MAX_SPAN_NS`]. Config
+    /// validation refuses a rate this refuses; `new` clamps one anyway.
+    pub fn check(rate: Rate) -> Result<(), String> {
+        if !rate.per_second.is_finite() || rate.per_second <= 0.0 {
+            return Err("per_second must be a positive number".into());
+        }
+        if rate.per_second > 1e9 {
+            return Err(format!("per_second {} is above the highest representable rate, 1e9", rate.per_second));
+        }
+        let interval = 1e9 / rate.per_second;
+        let window = interval * f64::from(rate.burst);
+        if interval > MAX_SPAN_NS as f64 || window > MAX_SPAN_NS as f64 {
+            return Err(format!(
+                "burst {} at per_second {} refills over {:.0} years; at most {:.0} years can be represented",
+                rate.burst,
+                rate.per_second,
+                window / 1e9 / 31_557_600.0,
+                MAX_SPAN_NS as f64 / 1e9 / 31_557_600.0,
+            ));
+        }
+        Ok(())
+    }
+
     pub fn new(rate: Rate) -> Self {
-        let interval = ((1e9 / rate.per_second) as u64).max(1);
+        // `as` saturates (and NaN becomes 0): clamp into [1, MAX_SPAN_NS] so
+        // the sums in `try_acquire` cannot reach `u64::MAX` either.
+        let interval = ((1e9 / rate.per_second) as u64).clamp(1, MAX_SPAN_NS);
         Self {
             tat: AtomicU64::new(0),
             interval,
-            tolerance: interval.saturating_mul(u64::from(rate.burst)),
+            tolerance: interval.saturating_mul(u64::from(rate.burst)).min(MAX_SPAN_NS),
             burst: rate.burst,
         }
     }
@@ -66,8 +98,9 @@ impl TokenBucket {
     pub fn try_acquire(&self, now: u64) -> Decision {
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
-            let next = tat.max(now) + self.interval;
-            let limit = now + self.tolerance;
+            // Saturating: no rate, burst or clock reading may panic or wrap.
+            let next = tat.max(now).saturating_add(self.interval);
+            let limit = now.saturating_add(self.tolerance);
             if next > limit {
                 return Decision::Deny {
                     retry_after: Duration::from_nanos(next - limit),
@@ -218,6 +251,50 @@ mod tests {
             .collect();
         let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(total, 100);
+    }
+
+    #[test]
+    fn extreme_rates_neither_panic_nor_wrap() {
+        // The review's case: a token every 1000 s, burst 4e9 (a window of
+        // 1.3e5 years), on the very first request.
+        let b = bucket(0.001, 4_000_000_000);
+        assert!(matches!(b.try_acquire(S), Decision::Allow { .. }));
+        assert!(matches!(b.try_acquire(u64::MAX), Decision::Allow { .. } | Decision::Deny { .. }));
+        // A token every nanosecond, burst 1.
+        let b = bucket(1e9, 1);
+        assert_eq!(b.try_acquire(S), Decision::Allow { remaining: 0 });
+        assert!(matches!(b.try_acquire(S), Decision::Deny { .. }));
+        assert_eq!(b.try_acquire(S + 1), Decision::Allow { remaining: 0 });
+        // The largest burst at a sane rate.
+        let b = bucket(1000.0, u32::MAX);
+        assert!(matches!(b.try_acquire(S), Decision::Allow { remaining } if remaining == u32::MAX - 1));
+        // A vanishing rate: one token, then a denial that waits the clamped
+        // interval, whatever the clock says.
+        for per_second in [1e-300, f64::MIN_POSITIVE, 1e-12] {
+            let b = bucket(per_second, 1);
+            assert!(matches!(b.try_acquire(S), Decision::Allow { .. }));
+            assert!(matches!(b.try_acquire(S), Decision::Deny { .. }));
+            let _ = b.try_acquire(u64::MAX);
+            let _ = b.try_acquire(u64::MAX - 1);
+        }
+        // Far more than representable, so clamped: still no panic.
+        let b = bucket(1e300, u32::MAX);
+        for t in [0, S, u64::MAX / 2, u64::MAX] {
+            let _ = b.try_acquire(t);
+        }
+    }
+
+    #[test]
+    fn check_refuses_what_cannot_be_represented() {
+        let rate = |per_second, burst| Rate { per_second, burst };
+        assert!(TokenBucket::check(rate(0.001, 4_000_000_000)).is_err());
+        assert!(TokenBucket::check(rate(1e-12, 1)).is_err());
+        assert!(TokenBucket::check(rate(2e9, 1)).is_err());
+        assert!(TokenBucket::check(rate(f64::INFINITY, 1)).is_err());
+        assert!(TokenBucket::check(rate(0.0, 1)).is_err());
+        assert!(TokenBucket::check(rate(1e9, 1)).is_ok());
+        assert!(TokenBucket::check(rate(1000.0, u32::MAX)).is_ok());
+        assert!(TokenBucket::check(rate(0.001, 1000)).is_ok());
     }
 
     #[test]

@@ -25,6 +25,18 @@ use tokio::net::TcpListener;
 
 pub const CHECKOUT_KEY: &str = "sk_test_checkout";
 pub const PAYOUTS_KEY: &str = "sk_test_payouts";
+/// The admin token every test sidecar's directory holds (`{dir}/admin-token`);
+/// configs use it through [`with_admin_token`].
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_AUTH: (&str, &str) = ("authorization", "Bearer test-admin-token-0123456789");
+
+/// `yaml` (from [`config_yaml`]) with `admin.token_file` set to the test token.
+pub fn with_admin_token(yaml: &str) -> String {
+    let out =
+        yaml.replace("admin: \"127.0.0.1:0\"", "admin: { listen: \"127.0.0.1:0\", token_file: \"{dir}/admin-token\" }");
+    assert_ne!(out, yaml, "no plain admin address to replace");
+    out
+}
 
 pub fn sha256_hex(s: &str) -> String {
     Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
@@ -168,6 +180,7 @@ pub async fn sidecar(yaml: &str) -> Sidecar {
     let yaml = yaml.replace("{dir}", dir.path().to_str().unwrap());
     let config_path = dir.path().join("sidecar.yaml");
     std::fs::write(&config_path, yaml).unwrap();
+    std::fs::write(dir.path().join("admin-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
     start_with(dir, config_path).await
 }
 
