@@ -9,6 +9,8 @@
 #   python3 can create a venv with pip (chart tests, bench)  python3-venv
 #   openssl makes certificates (TLS tests)      openssl
 #   curl fetches (run script, probes)           curl
+#   promtool tests a rule file (chart alert tests, promtool check metrics)
+#                                               prometheus
 #   rustc is at least the workspace's rust-version
 #
 # Needs root and apt-get to install; otherwise it names the exact packages
@@ -38,6 +40,17 @@ venv_ok() {
     return $rc
 }
 
+promtool_ok() {
+    command -v promtool >/dev/null 2>&1 || return 1
+    local d
+    d="$(mktemp -d)"
+    printf 'groups:\n  - name: probe\n    rules:\n      - alert: Probe\n        expr: up == 0\n' >"$d/rules.yaml"
+    promtool check rules "$d/rules.yaml" >/dev/null 2>&1
+    local rc=$?
+    rm -rf "$d"
+    return $rc
+}
+
 # check NAME... : run the named checks; fill `missing` (packages) and
 # `required` (packages the build cannot do without).
 missing=()
@@ -49,6 +62,7 @@ check() {
     venv_ok || missing+=(python3-venv)
     { command -v openssl >/dev/null 2>&1 && openssl version >/dev/null 2>&1; } || missing+=(openssl)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    promtool_ok || missing+=(prometheus)
 }
 
 rust_ok() {

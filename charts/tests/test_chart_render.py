@@ -282,27 +282,67 @@ def test_everything_on(render_set):
     assert pdb["spec"]["selector"]["matchLabels"] == gateway(r)["spec"]["selector"]["matchLabels"]
 
 
+ALERTS = {
+    "PaymeshHighErrorRate",
+    "PaymeshThrottling",
+    "PaymeshComponentsShed",
+    "PaymeshSwitchFlapping",
+    "PaymeshTelemetryStale",
+    "PaymeshEtcdDisconnected",
+    "PaymeshMigrationValueRefused",
+    "PaymeshConfigReloadRefused",
+    "PaymeshAccessLogDropping",
+    "PaymeshFileDescriptorsNearLimit",
+}
+
+
+def rule_alerts(rendered) -> dict[str, dict]:
+    return {x["alert"]: x for g in rendered.get("PrometheusRule")["spec"]["groups"] for x in g["rules"]}
+
+
 def test_prometheus_rule_alerts(render_set):
-    rule = render_set("everything").get("PrometheusRule")
-    rules = rule["spec"]["groups"][0]["rules"]
-    alerts = {x["alert"]: x for x in rules}
-    assert set(alerts) == {
-        "PaymeshHighErrorRate",
-        "PaymeshThrottling",
-        "PaymeshComponentsShed",
-        "PaymeshTelemetryStale",
-    }
+    alerts = rule_alerts(render_set("everything"))
+    assert set(alerts) == ALERTS
     assert "paymesh_requests_total" in alerts["PaymeshHighErrorRate"]["expr"]
     assert "route" in alerts["PaymeshHighErrorRate"]["expr"]
     assert "paymesh_throttled_total" in alerts["PaymeshThrottling"]["expr"]
     assert re.search(r"paymesh_component_enabled\{[^}]*\}\) == 0", alerts["PaymeshComponentsShed"]["expr"])
     assert re.search(r"paymesh_telemetry_stale\{[^}]*\}\) == 1", alerts["PaymeshTelemetryStale"]["expr"])
-    for a in alerts.values():
+    runbook = (helpers.REPO / "docs" / "runbook.md").read_text()
+    sections = {line[3:].strip().lower() for line in runbook.splitlines() if line.startswith("## ")}
+    for name, a in alerts.items():
         expr = a["expr"]
         assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), expr
-        assert f'job="{helpers.fullname()}"' in expr and f'namespace="{NAMESPACE}"' in expr
+        # The default selector: the release's namespace, not a job label that
+        # only one way of scraping sets.
+        assert "job=" not in expr and f'namespace="{NAMESPACE}"' in expr, expr
         assert "{{ $labels." in a["annotations"]["summary"], "Prometheus templates must survive Helm"
         assert a["labels"]["severity"] in {"warning", "critical"}
+        url = a["annotations"]["runbook_url"]
+        assert url.endswith(f"docs/runbook.md#{name.lower()}"), url
+        assert name.lower() in sections, f"docs/runbook.md has no section for {name}"
+
+
+def test_prometheus_rule_selector_severity_and_switches(render_set):
+    sel = 'job="payments/paymesh",container="sidecar"'
+    values = helpers.deep_merge(
+        helpers.load_values("everything"),
+        {
+            "prometheusRule": {
+                "selector": sel,
+                "alerts": {
+                    "PaymeshThrottling": {"enabled": False, "severity": "warning"},
+                    "PaymeshEtcdDisconnected": {"enabled": True, "severity": "critical"},
+                },
+            }
+        },
+    )
+    alerts = rule_alerts(helpers.render(values))
+    assert set(alerts) == ALERTS - {"PaymeshThrottling"}
+    assert alerts["PaymeshEtcdDisconnected"]["labels"]["severity"] == "critical"
+    for a in alerts.values():
+        assert f"{{{sel}" in a["expr"].replace(" ", "") or f"{{{sel}," in a["expr"], a["expr"]
+        assert "namespace=" not in a["expr"]
 
 
 def test_orchestrator_demo(render_set):

@@ -163,6 +163,12 @@ def test_pod_run(variant: str, tmp_path: Path, tls_dir: Path):
 
         status, metrics = admin_get(admin, "/metrics")
         assert status == 200 and b"paymesh_requests_total" in metrics
+        # The probes the kubelet would run: the app's exec GET of /healthz
+        # (it listens on loopback only) and telemetryd's --check.
+        for container, kinds in (("app", ("livenessProbe", "readinessProbe")), ("telemetryd", ("livenessProbe",))):
+            c = gateway.running(container).container
+            for kind in kinds:
+                assert gateway.probe_once(c, c[kind]), f"{container} {kind} fails on a healthy pod"
         status, state = admin_get(admin, "/admin/state")
         assert status == 200
         json.loads(state)
@@ -175,8 +181,11 @@ def test_pod_run(variant: str, tmp_path: Path, tls_dir: Path):
         rc = hook.run_to_completion(hook_pod["spec"]["containers"][0], timeout=30)
         assert rc == 0, f"helm test pod failed ({rc}):\n{hook.logs()}"
 
+        app_container = next(c for c in gateway.spec["containers"] if c["name"] == "app")
+
         def app_gone_so_unready() -> None:
             eventually(lambda: admin_get(admin, "/readyz")[0] == 503, 10, "sidecar /readyz 503 once the app is gone")
+            assert not gateway.probe_once(app_container, app_container["livenessProbe"]), "app probe passes without app"
 
         shutdown = gateway.stop(between=app_gone_so_unready)
         assert shutdown["killed"] == [], f"killed after the grace period: {shutdown}"

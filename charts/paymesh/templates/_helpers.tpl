@@ -149,3 +149,17 @@ by the config init container). Keys the chart owns win over values.
 {{- define "paymesh.publicPortName" -}}
 {{- if .Values.sidecar.tls.enabled }}https{{ else }}http{{ end }}
 {{- end }}
+
+{{/* The app's probe command. The app listens on loopback only, where the
+     kubelet's httpGet cannot reach; this asks its /healthz from inside the
+     pod with bash's /dev/tcp (the image has bash, not curl) and passes on a
+     200 status line. */}}
+{{- define "paymesh.appProbeCommand" -}}
+- /bin/bash
+- -c
+- >-
+  exec 3<>/dev/tcp/127.0.0.1/{{ .Values.app.port }}
+  && printf 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+  && read -r -t {{ .Values.app.probes.liveness.timeoutSeconds | default 3 }} status <&3
+  && [[ $status == "HTTP/1.1 200"* ]]
+{{- end }}
