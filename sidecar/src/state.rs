@@ -22,6 +22,7 @@ use crate::components::Components;
 use crate::config::{Config, ConfigErrors, Loaded, Rate};
 use crate::layers::throttle::TokenBucket;
 use crate::migration::{MigrationTable, SyncStatus};
+use crate::observe::metrics::ClientSeries;
 use crate::observe::{AccessLogWriter, Metrics};
 use crate::overload::OverloadControl;
 use crate::proxy::{Upstream, upstream_client};
@@ -37,6 +38,8 @@ pub struct ClientEntry {
     pub bucket: Arc<TokenBucket>,
     /// `paymesh_throttled_total{client}`, resolved once.
     pub throttled: IntCounter,
+    /// `paymesh_client_requests_total{client,…}` and its histogram.
+    pub series: ClientSeries,
     pub cert_names: Vec<String>,
 }
 
@@ -66,6 +69,7 @@ impl Clients {
                     rate: c.rate,
                     bucket,
                     throttled: metrics.throttled_for(&c.id),
+                    series: metrics.client_series(&c.id),
                     cert_names: c.cert_names.clone(),
                 })
             })
@@ -127,6 +131,7 @@ impl Snapshot {
         let config = loaded.config;
         let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let clients = Clients::build(&config, metrics, previous.map(|p| &p.clients));
+        metrics.set_config_clients(clients.iter().map(|c| c.id.clone()).collect());
         let app_authority =
             Authority::try_from(config.app.to_string()).map_err(|e| ConfigErrors::one("app", e.to_string()))?;
         // Reuse the pool (and its warm keep-alive connections) unless the

@@ -23,12 +23,28 @@ pub fn render(shared: &Shared) -> String {
         })
         .collect();
     let mut migration = Map::new();
+    let overrides = shared.migration.overrides();
     for f in Feature::MIGRATING {
+        // Overrides of configured clients only; others route nothing.
+        let mut by_client = Map::new();
+        let mut ignored = Vec::new();
+        for (id, o) in &overrides[f.index()] {
+            if snap.clients.by_id(id).is_some() {
+                by_client.insert(
+                    id.clone(),
+                    json!({ "percent": f64::from(o.basis_points) / 100.0, "source": o.source.as_str() }),
+                );
+            } else {
+                ignored.push(id.chars().take(128).collect::<String>());
+            }
+        }
         migration.insert(
             f.as_str().into(),
             json!({
                 "percent": f64::from(shared.migration.basis_points(f)) / 100.0,
                 "source": shared.migration.source(f).as_str(),
+                "clients": by_client,
+                "ignored_client_overrides": ignored,
             }),
         );
     }

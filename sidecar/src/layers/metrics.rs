@@ -2,8 +2,9 @@
 //!
 //! It stands outside every rejecting layer so 401/429/503 are counted too.
 //! Labels come from the `Ctx` that rides on the response; handles are
-//! resolved ahead of time (see `observe::metrics`). The histogram is a
-//! detailed metric and is skipped while `detailed_metrics` is shed.
+//! resolved ahead of time (see `observe::metrics`). The histograms and the
+//! per-client series are detailed metrics and are skipped while
+//! `detailed_metrics` is shed.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -94,10 +95,15 @@ where
         let this = self.project();
         let Ok(res) = std::task::ready!(this.fut.poll(cx));
         let shared = &this.guard.0;
-        let (feature, route) =
-            res.extensions().get::<Ctx>().map_or((Feature::Other, Route::None), |c| (c.feature, c.route));
-        let seconds = shared.components.enabled(Component::DetailedMetrics).then(|| this.start.elapsed().as_secs_f64());
+        let ctx = res.extensions().get::<Ctx>();
+        let (feature, route) = ctx.map_or((Feature::Other, Route::None), |c| (c.feature, c.route));
+        let detailed = shared.components.enabled(Component::DetailedMetrics);
+        let seconds = detailed.then(|| this.start.elapsed().as_secs_f64());
         shared.metrics.record(feature, route, res.status().as_u16(), seconds);
+        // Per-client series are detailed: what a per-client ramp judges.
+        if detailed && let Some(client) = ctx.and_then(|c| c.client.as_ref()) {
+            client.series.record(feature, route, res.status().as_u16(), seconds);
+        }
         Poll::Ready(Ok(res))
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! A POST is bucketed by (client id, Idempotency-Key), so a retried payment
 //! takes the path its first attempt took; a GET by its resource id (the last
-//! path segment), so reads of one resource are consistent. The feature's
-//! share comes from the `MigrationTable` with one atomic load. `other`
-//! paths always go legacy. Sets `x-paymesh-route`; never rejects.
+//! path segment), so reads of one resource are consistent. The share is the
+//! client's override of the feature's percent when it has one
+//! (`<prefix>/migration/<feature>/clients/<id>`), else the feature's, both
+//! from the `MigrationTable` without a lock. `other` paths always go
+//! legacy. Sets `x-paymesh-route`; never rejects.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -59,11 +61,15 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let route = match req.extensions().get::<Ctx>() {
-            Some(ctx) if ctx.feature != Feature::Other => {
-                let client = ctx.client.as_ref().map_or(&b""[..], |c| c.id.as_bytes());
-                let bucket = request_bucket(&req, client);
-                self.shared.migration.route(ctx.feature, bucket)
-            }
+            Some(ctx) if ctx.feature != Feature::Other => match &ctx.client {
+                // An authenticated client is one from the config: its
+                // override, if any, decides; else the feature's percent.
+                Some(client) => {
+                    let bucket = request_bucket(&req, client.id.as_bytes());
+                    self.shared.migration.route_for(ctx.feature, &client.id, bucket)
+                }
+                None => self.shared.migration.route(ctx.feature, request_bucket(&req, b"")),
+            },
             _ => Route::Legacy,
         };
         if let Some(ctx) = req.extensions_mut().get_mut::<Ctx>() {

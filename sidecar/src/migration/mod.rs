@@ -2,9 +2,10 @@
 //!
 //! `feature` maps a path to a bounded label, `bucket` places a request in one
 //! of 10 000 sticky buckets, and `MigrationTable` holds the share of each
-//! feature sent to the orchestration path. `sync` keeps the table in step
-//! with etcd and the last-known-good cache file, in the background. Nothing
-//! here may block or allocate per request.
+//! feature sent to the orchestration path, with per-client overrides
+//! (`<prefix>/migration/<feature>/clients/<client-id>`). `sync` keeps the
+//! table in step with etcd and the last-known-good cache file, in the
+//! background. Nothing here may block or allocate per request.
 
 mod bucket;
 mod feature;
@@ -14,4 +15,4 @@ mod table;
 pub use bucket::{BUCKETS, bucket_for};
 pub use feature::{Feature, Route};
 pub use sync::{Cache, MigrationSync, SyncStatus, parse_percent};
-pub use table::{MigrationTable, Source};
+pub use table::{MigrationTable, Override, Overrides, Source};

@@ -8,14 +8,23 @@
 //! down, a broken stream, a compaction — it reconnects with capped backoff
 //! and reads the whole prefix again, so no update is ever missed.
 //!
+//! Per-client overrides live under the same prefix,
+//! `<prefix>/migration/<feature>/clients/<client-id>`, with the same value
+//! rules; they are read, watched and cached with the feature keys. An
+//! override for an id that is not in the config is kept (a reload may add
+//! the client) but routes nothing; it is logged and counted.
+//!
 //! A value that is not a number in [0, 100] is refused: the last good value
-//! stays, and the refusal is logged and counted. A deleted key falls back
-//! to the configured default. Requests never wait on any of this.
+//! stays, and the refusal is logged and counted. A deleted feature key falls
+//! back to the configured default; a deleted client key to the feature's
+//! percent. Requests never wait on any of this.
 
+use super::table::{Override, Overrides};
 use super::{Feature, Source};
 use crate::state::Shared;
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -23,6 +32,10 @@ use std::time::Duration;
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Bounds on what etcd can make a sidecar hold: overrides are written by
+/// operators, a handful per feature; anything past these is refused.
+const MAX_OVERRIDES: usize = 10_000;
+const MAX_CLIENT_ID: usize = 128;
 
 /// What `/admin/state` shows of the sync.
 #[derive(Debug, Default)]
@@ -44,13 +57,17 @@ pub fn parse_percent(text: &str) -> Result<u32, String> {
 }
 
 /// The cache file: the etcd view last applied (`None`: no key, default).
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Cache {
     pub revision: i64,
     pub charge: Option<f64>,
     pub refund: Option<f64>,
     pub disbursement: Option<f64>,
+    /// Per-client overrides: feature → client id → percent. Absent when
+    /// there are none, so such a file reads as before overrides existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clients: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 impl Cache {
@@ -69,6 +86,14 @@ impl Cache {
         for (name, v) in [("charge", cache.charge), ("refund", cache.refund), ("disbursement", cache.disbursement)] {
             if let Some(p) = v {
                 parse_percent(&p.to_string()).map_err(|e| format!("{name}: {e}"))?;
+            }
+        }
+        for (feature, clients) in &cache.clients {
+            if !Feature::MIGRATING.iter().any(|f| f.as_str() == feature) {
+                return Err(format!("clients: unknown feature {feature:?}"));
+            }
+            for (id, p) in clients {
+                parse_percent(&p.to_string()).map_err(|e| format!("clients.{feature}.{id}: {e}"))?;
             }
         }
         Ok(cache)
@@ -98,6 +123,15 @@ pub struct MigrationSync {
     prefix: String,
     cache_file: PathBuf,
     cache: Cache,
+    /// The overrides as applied; pushed to the table whole on a change.
+    overrides: Overrides,
+}
+
+/// Which migration key an etcd key is.
+#[derive(Debug, PartialEq)]
+enum KeyOf<'a> {
+    Feature(Feature),
+    Client(Feature, &'a str),
 }
 
 impl MigrationSync {
@@ -108,6 +142,7 @@ impl MigrationSync {
             prefix: format!("{}/migration/", cfg.prefix.trim_end_matches('/')),
             cache_file: cfg.cache_file.clone(),
             cache: Cache::default(),
+            overrides: Overrides::default(),
             shared: shared.clone(),
         }
     }
@@ -129,7 +164,12 @@ impl MigrationSync {
                     if let Some(p) = value {
                         self.shared.migration.set(f, (p * 100.0).round() as u32, Source::Cache);
                     }
+                    for (id, p) in cache.clients.get(f.as_str()).into_iter().flatten() {
+                        let o = Override { basis_points: (p * 100.0).round() as u32, source: Source::Cache };
+                        self.overrides[f.index()].insert(id.clone(), o);
+                    }
                 }
+                self.shared.migration.set_overrides(self.overrides.clone());
                 tracing::info!(path = %self.cache_file.display(), revision = cache.revision, "migration percents from the cache file");
                 self.status().revision.store(cache.revision, Ordering::Relaxed);
                 self.cache = cache;
@@ -180,10 +220,21 @@ impl MigrationSync {
         };
         let revision = snapshot.header().map_or(0, |h| h.revision());
         let mut seen = [false; 3];
+        // Overrides deleted while the watch was down must not survive.
+        let before = std::mem::take(&mut self.overrides);
+        self.cache.clients.clear();
         for kv in snapshot.kvs() {
-            if let Some(f) = self.feature(kv.key()) {
-                seen[f.index()] = true;
-                self.apply(f, Some(kv.value()));
+            match self.key_of(kv.key()) {
+                Some(KeyOf::Feature(f)) => {
+                    seen[f.index()] = true;
+                    self.apply(f, Some(kv.value()));
+                }
+                Some(KeyOf::Client(f, id)) => {
+                    let id = id.to_owned();
+                    let kept = before[f.index()].get(&id).copied();
+                    self.apply_client(f, &id, Some(kv.value()), kept);
+                }
+                None => {}
             }
         }
         for f in Feature::MIGRATING {
@@ -191,6 +242,7 @@ impl MigrationSync {
                 self.apply(f, None);
             }
         }
+        self.shared.migration.set_overrides(self.overrides.clone());
         self.commit(revision).await;
         self.status().connected.store(true, Ordering::Relaxed);
         self.shared.metrics.etcd_connected.set(1);
@@ -214,14 +266,27 @@ impl MigrationSync {
                 return format!("watch canceled: {}", resp.cancel_reason());
             }
             let mut changed = false;
+            let mut clients_changed = false;
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };
-                let Some(f) = self.feature(kv.key()) else { continue };
-                changed = true;
-                match event.event_type() {
-                    EventType::Put => self.apply(f, Some(kv.value())),
-                    EventType::Delete => self.apply(f, None),
+                let value = match event.event_type() {
+                    EventType::Put => Some(kv.value()),
+                    EventType::Delete => None,
+                };
+                match self.key_of(kv.key()) {
+                    Some(KeyOf::Feature(f)) => self.apply(f, value),
+                    Some(KeyOf::Client(f, id)) => {
+                        let id = id.to_owned();
+                        let kept = self.overrides[f.index()].get(&id).copied();
+                        self.apply_client(f, &id, value, kept);
+                        clients_changed = true;
+                    }
+                    None => continue,
                 }
+                changed = true;
+            }
+            if clients_changed {
+                self.shared.migration.set_overrides(self.overrides.clone());
             }
             if changed {
                 self.commit(resp.header().map_or(revision, |h| h.revision())).await;
@@ -229,9 +294,80 @@ impl MigrationSync {
         }
     }
 
-    fn feature(&self, key: &[u8]) -> Option<Feature> {
-        let name = std::str::from_utf8(key).ok()?.strip_prefix(self.prefix.as_str())?;
-        Feature::MIGRATING.into_iter().find(|f| f.as_str() == name)
+    fn key_of<'k>(&self, key: &'k [u8]) -> Option<KeyOf<'k>> {
+        key_of(&self.prefix, key)
+    }
+
+    /// Applies one client override (`None`: deleted). `kept` is the
+    /// override in force before, which a refused value leaves in place.
+    fn apply_client(&mut self, f: Feature, id: &str, value: Option<&[u8]>, kept: Option<Override>) {
+        let slot = f.index();
+        let Some(value) = value else {
+            if self.overrides[slot].remove(id).is_some() {
+                tracing::info!(
+                    feature = f.as_str(),
+                    client = id,
+                    "client override removed; the client follows the feature's percent"
+                );
+            }
+            self.cache.clients.entry(f.as_str().to_owned()).or_default().remove(id);
+            self.cache.clients.retain(|_, m| !m.is_empty());
+            return;
+        };
+        let total: usize = self.overrides.iter().map(BTreeMap::len).sum();
+        let parsed = if id.is_empty() || id.len() > MAX_CLIENT_ID {
+            Err(format!("client id of {} bytes is outside 1..={MAX_CLIENT_ID}", id.len()))
+        } else if kept.is_none() && total >= MAX_OVERRIDES {
+            Err(format!("more than {MAX_OVERRIDES} client overrides"))
+        } else {
+            std::str::from_utf8(value).map_err(|_| "not UTF-8".to_owned()).and_then(parse_percent)
+        };
+        match parsed {
+            Ok(bp) => {
+                self.overrides[slot].insert(id.to_owned(), Override { basis_points: bp, source: Source::Etcd });
+                self.cache
+                    .clients
+                    .entry(f.as_str().to_owned())
+                    .or_default()
+                    .insert(id.to_owned(), f64::from(bp) / 100.0);
+                let known = self.shared.live.load().clients.by_id(id).is_some();
+                if !known {
+                    self.shared.metrics.migration_unknown_client_overrides.inc();
+                    tracing::warn!(
+                        feature = f.as_str(),
+                        client = id,
+                        "override for a client that is not in the config: ignored until the config has it"
+                    );
+                } else if kept.map(|o| o.basis_points) != Some(bp) {
+                    tracing::info!(
+                        feature = f.as_str(),
+                        client = id,
+                        percent = f64::from(bp) / 100.0,
+                        "client override applied"
+                    );
+                }
+            }
+            Err(e) => {
+                self.shared.metrics.migration_config_errors.inc();
+                // A refused value keeps what was in force: the old override,
+                // or none (the feature's percent).
+                match kept {
+                    Some(o) => {
+                        self.overrides[slot].insert(id.to_owned(), o);
+                    }
+                    None => {
+                        self.overrides[slot].remove(id);
+                    }
+                }
+                tracing::warn!(
+                    feature = f.as_str(),
+                    client = %id.chars().take(MAX_CLIENT_ID).collect::<String>(),
+                    value = %String::from_utf8_lossy(value),
+                    error = %e,
+                    "refused a client override; the last good one stays"
+                );
+            }
+        }
     }
 
     /// Applies one key's value (`None`: deleted or absent).
@@ -272,7 +408,7 @@ impl MigrationSync {
     async fn commit(&mut self, revision: i64) {
         self.cache.revision = revision;
         self.status().revision.store(revision, Ordering::Relaxed);
-        let cache = Cache { revision, ..self.cache };
+        let cache = self.cache.clone();
         let path = self.cache_file.clone();
         let written = tokio::task::spawn_blocking(move || cache.store(&path)).await;
         match written {
@@ -285,9 +421,39 @@ impl MigrationSync {
     }
 }
 
+/// `<prefix>charge` → the feature; `<prefix>charge/clients/<id>` → a client
+/// override; anything else under the prefix is not ours.
+fn key_of<'k>(prefix: &str, key: &'k [u8]) -> Option<KeyOf<'k>> {
+    let name = std::str::from_utf8(key).ok()?.strip_prefix(prefix)?;
+    let (feature, client) = match name.split_once("/clients/") {
+        Some((f, id)) if !id.contains('/') => (f, Some(id)),
+        Some(_) => return None,
+        None => (name, None),
+    };
+    let f = Feature::MIGRATING.into_iter().find(|f| f.as_str() == feature)?;
+    Some(match client {
+        Some(id) => KeyOf::Client(f, id),
+        None => KeyOf::Feature(f),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_name_a_feature_or_a_client_override() {
+        let p = "/paymesh/migration/";
+        assert_eq!(key_of(p, b"/paymesh/migration/charge"), Some(KeyOf::Feature(Feature::Charge)));
+        assert_eq!(
+            key_of(p, b"/paymesh/migration/refund/clients/internal"),
+            Some(KeyOf::Client(Feature::Refund, "internal"))
+        );
+        assert_eq!(key_of(p, b"/paymesh/migration/refund/clients/a/b"), None);
+        assert_eq!(key_of(p, b"/paymesh/migration/other/clients/a"), None);
+        assert_eq!(key_of(p, b"/paymesh/migration/chargeX"), None);
+        assert_eq!(key_of(p, b"/paymesh/migration-history/charge/1"), None);
+    }
 
     #[test]
     fn percents_parse_to_basis_points() {
@@ -304,9 +470,16 @@ mod tests {
     fn the_cache_file_round_trips_atomically_and_refuses_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/migration.json");
-        let cache = Cache { revision: 7, charge: Some(12.5), refund: None, disbursement: Some(100.0) };
+        let mut cache =
+            Cache { revision: 7, charge: Some(12.5), refund: None, disbursement: Some(100.0), ..Cache::default() };
         cache.store(&path).unwrap();
         assert_eq!(Cache::load(&path).unwrap(), cache);
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("clients"), "no overrides, no new field");
+        cache.clients.entry("charge".into()).or_default().insert("internal".into(), 50.0);
+        cache.store(&path).unwrap();
+        assert_eq!(Cache::load(&path).unwrap(), cache);
+        std::fs::write(&path, b"{\"revision\":1,\"clients\":{\"charge\":{\"a\":101}}}").unwrap();
+        assert!(Cache::load(&path).unwrap_err().contains("clients.charge.a"));
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temp file left");
         std::fs::write(&path, b"{\"revision\":1,\"charge\":250}").unwrap();
         assert!(Cache::load(&path).unwrap_err().contains("charge"));

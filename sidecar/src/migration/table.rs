@@ -1,10 +1,18 @@
-//! The per-feature orchestration share, read on every request.
+//! The per-feature orchestration share, read on every request, and the
+//! per-client overrides of it.
 //!
 //! Shares live in `AtomicU32`s as basis points, so the request path reads
 //! them with one relaxed load and the writers (config reload, the etcd
-//! sync) never take a lock the request path could wait on.
+//! sync) never take a lock the request path could wait on. Per-client
+//! overrides are a small immutable map behind an `ArcSwap`: the request
+//! path loads it without a lock and looks its client up; the sync swaps in
+//! a new map when an override changes (rare: an operator's write).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+
+use arc_swap::ArcSwap;
 
 use super::{Feature, Route};
 
@@ -38,15 +46,33 @@ impl Source {
     }
 }
 
+/// One client's override of a feature's share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Override {
+    pub basis_points: u32,
+    pub source: Source,
+}
+
+/// Client id → its override, per migrating feature (indexed by
+/// `Feature::index()`). Ids are whatever etcd holds; only ids from the
+/// config ever reach a lookup (authenticated clients), and only those are
+/// shown.
+pub type Overrides = [BTreeMap<String, Override>; 3];
+
 #[derive(Debug)]
 pub struct MigrationTable {
     basis_points: [AtomicU32; 3],
     sources: [AtomicU8; 3],
+    overrides: ArcSwap<Overrides>,
 }
 
 impl MigrationTable {
     pub fn new(defaults_bp: [u32; 3]) -> Self {
-        Self { basis_points: defaults_bp.map(|bp| AtomicU32::new(bp.min(10_000))), sources: [0; 3].map(AtomicU8::new) }
+        Self {
+            basis_points: defaults_bp.map(|bp| AtomicU32::new(bp.min(10_000))),
+            sources: [0; 3].map(AtomicU8::new),
+            overrides: ArcSwap::from_pointee(Overrides::default()),
+        }
     }
 
     /// Sets one feature's share; `Other` has none and is ignored.
@@ -55,6 +81,16 @@ impl MigrationTable {
             self.basis_points[i].store(basis_points.min(10_000), Ordering::Relaxed);
             self.sources[i].store(source as u8, Ordering::Relaxed);
         }
+    }
+
+    /// Replaces every per-client override at once.
+    pub fn set_overrides(&self, overrides: Overrides) {
+        self.overrides.store(Arc::new(overrides));
+    }
+
+    /// The current overrides (a cheap shared snapshot).
+    pub fn overrides(&self) -> Arc<Overrides> {
+        self.overrides.load_full()
     }
 
     /// Applies new config defaults to the features still on their defaults.
@@ -74,9 +110,27 @@ impl MigrationTable {
         Self::slot(feature).map_or(Source::Defaults, |i| Source::from_u8(self.sources[i].load(Ordering::Relaxed)))
     }
 
-    /// The route for a request of `feature` in `bucket`.
+    /// The share `client` gets of `feature`: its override, else the feature's.
+    pub fn client_basis_points(&self, feature: Feature, client: &str) -> u32 {
+        let Some(i) = Self::slot(feature) else { return 0 };
+        let overrides = self.overrides.load();
+        match overrides[i].get(client) {
+            Some(o) => o.basis_points,
+            None => self.basis_points[i].load(Ordering::Relaxed),
+        }
+    }
+
+    /// The route for a request of `feature` in `bucket`, by the feature's share.
     pub fn route(&self, feature: Feature, bucket: u32) -> Route {
         if bucket < self.basis_points(feature) { Route::Orchestration } else { Route::Legacy }
+    }
+
+    /// The route for `client`'s request of `feature` in `bucket`: the
+    /// client's override when it has one, else the feature's share. The
+    /// bucket rule is the same, so stickiness and monotonic raises hold
+    /// within each client.
+    pub fn route_for(&self, feature: Feature, client: &str, bucket: u32) -> Route {
+        if bucket < self.client_basis_points(feature, client) { Route::Orchestration } else { Route::Legacy }
     }
 
     fn slot(feature: Feature) -> Option<usize> {
@@ -106,5 +160,22 @@ mod tests {
         assert_eq!(t.basis_points(Feature::Charge), 100);
         assert_eq!(t.basis_points(Feature::Refund), 5000);
         assert_eq!(t.source(Feature::Refund), Source::Etcd);
+    }
+
+    #[test]
+    fn a_client_override_wins_for_that_client_only() {
+        let t = MigrationTable::new([2000, 0, 0]);
+        let mut o = Overrides::default();
+        o[Feature::Charge.index()].insert("internal".into(), Override { basis_points: 9000, source: Source::Etcd });
+        o[Feature::Refund.index()].insert("pinned".into(), Override { basis_points: 0, source: Source::Etcd });
+        t.set_overrides(o);
+        assert_eq!(t.route_for(Feature::Charge, "internal", 8999), Route::Orchestration);
+        assert_eq!(t.route_for(Feature::Charge, "checkout", 8999), Route::Legacy);
+        assert_eq!(t.route_for(Feature::Charge, "checkout", 1999), Route::Orchestration);
+        assert_eq!(t.client_basis_points(Feature::Refund, "pinned"), 0);
+        assert_eq!(t.route_for(Feature::Other, "internal", 0), Route::Legacy);
+        // Deleting the override falls back to the feature's share.
+        t.set_overrides(Overrides::default());
+        assert_eq!(t.route_for(Feature::Charge, "internal", 8999), Route::Legacy);
     }
 }

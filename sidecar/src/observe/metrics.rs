@@ -5,8 +5,20 @@
 //! request path does two array lookups and an atomic add, never a label
 //! hash. Labels are bounded: features, routes, classes and client ids from
 //! the config, never anything taken from a request.
+//!
+//! Per-client series (`paymesh_client_requests_total`,
+//! `paymesh_client_request_duration_seconds`) exist for the configured
+//! clients only, resolved when a config loads, for the migrating features
+//! on the two routes; they are detailed metrics, shed with
+//! `detailed_metrics`. `paymesh_migration_percent{feature}` keeps its series;
+//! a configured client with an override adds `{client,feature}`.
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::components::{Component, Components};
 use crate::migration::{Feature, MigrationTable, Route};
@@ -34,6 +46,37 @@ pub struct Metrics {
     pub etcd_connected: IntGauge,
     /// Failed etcd connects (`kind="connect"`) and ended watches (`"watch"`).
     pub etcd_errors: [IntCounter; 2],
+    /// Overrides applied for client ids the config does not have.
+    pub migration_unknown_client_overrides: IntCounter,
+    client_requests: IntCounterVec,
+    client_durations: HistogramVec,
+    /// Ids of the loaded config's clients: whose overrides are shown.
+    config_clients: ArcSwap<Vec<Arc<str>>>,
+}
+
+/// One configured client's request series, resolved once per config.
+#[derive(Debug, Clone)]
+pub struct ClientSeries {
+    /// Indexed by (migrating feature, legacy|orchestration, class).
+    requests: Vec<IntCounter>,
+    /// Indexed by (migrating feature, legacy|orchestration).
+    durations: Vec<Histogram>,
+}
+
+impl ClientSeries {
+    /// Counts one of this client's answers. Only routed requests of a
+    /// migrating feature count: what a per-client ramp judges.
+    pub fn record(&self, feature: Feature, route: Route, status: u16, seconds: Option<f64>) {
+        if feature == Feature::Other || route == Route::None {
+            return;
+        }
+        let fr = feature.index() * 2 + route.index();
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.requests[fr * CLASSES.len() + class].inc();
+        if let Some(s) = seconds {
+            self.durations[fr].observe(s);
+        }
+    }
 }
 
 impl Metrics {
@@ -109,6 +152,36 @@ impl Metrics {
         )
         .expect("valid metric");
         let etcd_errors = ["connect", "watch"].map(|k| etcd_errors_vec.with_label_values(&[k]));
+        let migration_unknown_client_overrides = IntCounter::new(
+            "paymesh_migration_unknown_client_overrides_total",
+            "Per-client migration overrides in etcd for client ids the config does not have (ignored).",
+        )
+        .expect("valid metric");
+        let client_requests = IntCounterVec::new(
+            Opts::new(
+                "paymesh_client_requests_total",
+                "Routed requests of the migrating features, by client (from the config), feature, route and status \
+                 class (a detailed metric).",
+            ),
+            &["client", "feature", "route", "code"],
+        )
+        .expect("valid metric");
+        let client_durations = HistogramVec::new(
+            HistogramOpts::new(
+                "paymesh_client_request_duration_seconds",
+                "Time from request to response headers, by client, feature and route (a detailed metric).",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["client", "feature", "route"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(migration_unknown_client_overrides.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(client_requests.clone()),
+            Box::new(client_durations.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
         for c in [
             Box::new(migration_config_errors.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(etcd_connected.clone()),
@@ -145,6 +218,41 @@ impl Metrics {
             migration_config_errors,
             etcd_connected,
             etcd_errors,
+            migration_unknown_client_overrides,
+            client_requests,
+            client_durations,
+            config_clients: ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+
+    /// A configured client's series, resolved when its config is loaded.
+    pub fn client_series(&self, client: &str) -> ClientSeries {
+        let mut requests = Vec::with_capacity(3 * 2 * CLASSES.len());
+        let mut durations = Vec::with_capacity(3 * 2);
+        for f in Feature::MIGRATING {
+            for r in [Route::Legacy, Route::Orchestration] {
+                durations.push(self.client_durations.with_label_values(&[client, f.as_str(), r.as_str()]));
+                for c in CLASSES {
+                    requests.push(self.client_requests.with_label_values(&[client, f.as_str(), r.as_str(), c]));
+                }
+            }
+        }
+        ClientSeries { requests, durations }
+    }
+
+    /// The loaded config's client ids: only their overrides are shown, and
+    /// the series of clients no longer configured are dropped.
+    pub fn set_config_clients(&self, ids: Vec<Arc<str>>) {
+        let old = self.config_clients.swap(Arc::new(ids.clone()));
+        for gone in old.iter().filter(|id| !ids.contains(id)) {
+            for f in Feature::MIGRATING {
+                for r in [Route::Legacy, Route::Orchestration] {
+                    let _ = self.client_durations.remove_label_values(&[gone, f.as_str(), r.as_str()]);
+                    for c in CLASSES {
+                        let _ = self.client_requests.remove_label_values(&[gone, f.as_str(), r.as_str(), c]);
+                    }
+                }
+            }
         }
     }
 
@@ -172,7 +280,39 @@ impl Metrics {
         for c in Component::ALL {
             self.component_enabled[c as usize].set(i64::from(components.enabled(c)));
         }
-        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+        let mut families = self.registry.gather();
+        if let Some(family) = families.iter_mut().find(|f| f.name() == "paymesh_migration_percent") {
+            family.mut_metric().extend(self.override_series(table));
+        }
+        prometheus::TextEncoder::new().encode_to_string(&families).unwrap_or_default()
+    }
+
+    /// `paymesh_migration_percent{client,feature}` for each configured
+    /// client with an override, next to the feature's own series.
+    fn override_series(&self, table: &MigrationTable) -> Vec<prometheus::proto::Metric> {
+        use prometheus::proto::{Gauge as GaugeValue, LabelPair, Metric};
+        let clients = self.config_clients.load();
+        let overrides = table.overrides();
+        let mut out = Vec::new();
+        for f in Feature::MIGRATING {
+            for (id, o) in &overrides[f.index()] {
+                if !clients.iter().any(|c| **c == **id) {
+                    continue;
+                }
+                let label = |name: &str, value: &str| {
+                    let mut l = LabelPair::default();
+                    l.set_name(name.to_owned());
+                    l.set_value(value.to_owned());
+                    l
+                };
+                let mut value = GaugeValue::default();
+                value.set_value(f64::from(o.basis_points) / 100.0);
+                let mut m = Metric::from_gauge(value);
+                m.set_label(vec![label("client", id), label("feature", f.as_str())]);
+                out.push(m);
+            }
+        }
+        out
     }
 }
 
@@ -198,6 +338,35 @@ mod tests {
         assert!(text.contains(r#"paymesh_component_enabled{component="access_log"} 1"#));
         assert!(text.contains(r#"paymesh_request_duration_seconds_count{feature="refund",route="orchestration"} 1"#));
         assert!(text.contains("paymesh_etcd_connected 0"));
+    }
+
+    #[test]
+    fn overrides_of_configured_clients_add_series_and_keep_the_feature_ones() {
+        use crate::migration::{Override, Overrides, Source};
+        let m = Metrics::new();
+        m.set_config_clients(vec![Arc::from("internal"), Arc::from("checkout")]);
+        let table = MigrationTable::new([1000, 0, 0]);
+        let mut o = Overrides::default();
+        o[0].insert("internal".into(), Override { basis_points: 5000, source: Source::Etcd });
+        o[0].insert("stranger".into(), Override { basis_points: 100, source: Source::Etcd });
+        table.set_overrides(o);
+        let series = m.client_series("internal");
+        series.record(Feature::Charge, Route::Orchestration, 201, Some(0.01));
+        series.record(Feature::Other, Route::Legacy, 200, Some(0.01));
+        let text = m.render(&table, &Components::default());
+        assert!(text.contains(r#"paymesh_migration_percent{feature="charge"} 10"#), "{text}");
+        assert!(text.contains(r#"paymesh_migration_percent{client="internal",feature="charge"} 50"#), "{text}");
+        assert!(!text.contains("stranger"), "ids not in the config are never labels");
+        assert!(text.contains(
+            r#"paymesh_client_requests_total{client="internal",code="2xx",feature="charge",route="orchestration"} 1"#
+        ));
+        assert!(text.contains(
+            r#"paymesh_client_request_duration_seconds_count{client="internal",feature="charge",route="orchestration"} 1"#
+        ));
+        assert!(!text.contains(r#"client="internal",code="2xx",feature="other""#), "only migrating features");
+        m.set_config_clients(vec![Arc::from("checkout")]);
+        let text = m.render(&table, &Components::default());
+        assert!(!text.contains(r#"client="internal""#), "a removed client's series go");
     }
 
     #[cfg(target_os = "linux")]
