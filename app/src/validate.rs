@@ -109,7 +109,11 @@ fn bad_id(name: &str, kind: IdKind) -> ApiError {
     ApiError::invalid(
         "parameter_invalid",
         Some(name),
-        format!("{name} must be an id of the form {}_ followed by {} letters or digits.", kind.prefix(), paymesh_vocab::ids::RANDOM_LEN),
+        format!(
+            "{name} must be an id of the form {}_ followed by {} letters or digits.",
+            kind.prefix(),
+            paymesh_vocab::ids::RANDOM_LEN
+        ),
     )
 }
 
@@ -125,10 +129,7 @@ pub fn charge(body: &Body) -> Result<NewCharge, ApiError> {
 pub const CHARGE_FIELDS: &[&str] = &["amount", "currency", "source", "description"];
 
 pub fn refund(body: &Body) -> Result<NewRefund, ApiError> {
-    Ok(NewRefund {
-        charge: body.id("charge", IdKind::Charge)?,
-        amount: body.amount("amount", false)?,
-    })
+    Ok(NewRefund { charge: body.id("charge", IdKind::Charge)?, amount: body.amount("amount", false)? })
 }
 
 pub const REFUND_FIELDS: &[&str] = &["charge", "amount"];
@@ -225,12 +226,13 @@ mod tests {
 
     #[test]
     fn refunds_need_a_charge_id_and_allow_no_amount() {
-        let r = refund(&parse("refund", br#"{"charge":"ch_0123456789abcdefghijKLMN"}"#, REFUND_FIELDS).unwrap())
-            .unwrap();
+        let r =
+            refund(&parse("refund", br#"{"charge":"ch_0123456789abcdefghijKLMN"}"#, REFUND_FIELDS).unwrap()).unwrap();
         assert_eq!(r.amount, None);
         let bad = refund(&parse("refund", br#"{"charge":"py_1","amount":5}"#, REFUND_FIELDS).unwrap());
         assert_eq!(param(bad), (400, "parameter_invalid", Some("charge".into())));
-        let bad = refund(&parse("refund", br#"{"charge":"ch_0123456789abcdefghijKLMN","amount":0}"#, REFUND_FIELDS).unwrap());
+        let bad =
+            refund(&parse("refund", br#"{"charge":"ch_0123456789abcdefghijKLMN","amount":0}"#, REFUND_FIELDS).unwrap());
         assert_eq!(param(bad), (400, "invalid_amount", Some("amount".into())));
     }
 

@@ -8,6 +8,8 @@
 //! runs them over the committed corpora in `cargo test`, so a target cannot
 //! rot and every crash once found stays fixed.
 
+pub mod mutants;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 use paymesh_adapters::ErrorType;
 use paymesh_adapters::orchestration::{Answer, AnswerKind, read_answer};
@@ -244,7 +246,8 @@ pub fn app_bodies(data: &[u8]) {
 /// Input: the first byte picks the answer kind, the rest is the body.
 pub fn orchestration_answers(data: &[u8]) {
     let Some((which, body)) = data.split_first() else { return };
-    let kind = [AnswerKind::Execution, AnswerKind::Charge, AnswerKind::Refund, AnswerKind::Payout][usize::from(*which % 4)];
+    let kind =
+        [AnswerKind::Execution, AnswerKind::Charge, AnswerKind::Refund, AnswerKind::Payout][usize::from(*which % 4)];
     match read_answer(kind, body) {
         Ok(Answer::Charge(c)) => {
             assert_exact(body, "amount", c.amount, &c.currency);

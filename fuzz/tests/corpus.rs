@@ -5,49 +5,7 @@
 
 use std::path::Path;
 
-/// xorshift64*: deterministic mutants, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-const INTERESTING: &[&[u8]] = &[b"\0", b"\xff", b"\n", b"/", b"%2F", b"..", b"-1", b"1e309", b"\"", b"{", b"}", b" "];
-
-fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
-    let mut out = seed.to_vec();
-    for _ in 0..=rng.below(3) {
-        match rng.below(4) {
-            0 if !out.is_empty() => {
-                let i = rng.below(out.len());
-                out[i] ^= 1 << rng.below(8);
-            }
-            1 if !out.is_empty() => {
-                out.truncate(rng.below(out.len()));
-            }
-            2 => {
-                let i = rng.below(out.len() + 1);
-                let piece = INTERESTING[rng.below(INTERESTING.len())];
-                out.splice(i..i, piece.iter().copied());
-            }
-            _ if !out.is_empty() => {
-                let i = rng.below(out.len());
-                out.remove(i);
-            }
-            _ => {}
-        }
-    }
-    out
-}
+use paymesh_fuzz::mutants::{Rng, mutate};
 
 #[test]
 fn every_target_holds_on_its_corpus_and_mutants() {

@@ -19,8 +19,13 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 mod etcd;
+pub mod migration;
+pub mod pod;
+mod prometheus;
 pub mod sidecar;
 pub use etcd::Etcd;
+pub use pod::Pod;
+pub use prometheus::Prometheus;
 pub use sidecar::SidecarProcess;
 
 /// The directory holding the workspace's built binaries.

@@ -3,30 +3,9 @@
 //! URL cannot pick the route.
 
 use paymesh_system_tests::sidecar::KEY;
-use paymesh_system_tests::{AppProcess, Client, Orchestrator, SidecarProcess, eventually};
+use paymesh_system_tests::{Client, Pod};
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-struct Pod {
-    _orchestrator: Orchestrator,
-    _app: AppProcess,
-    sidecar: SidecarProcess,
-    _dir: tempfile::TempDir,
-}
-
-impl Pod {
-    async fn start(orchestrator_args: &[&str], extra: &str) -> Pod {
-        let dir = tempfile::tempdir().unwrap();
-        let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), orchestrator_args).await;
-        let app = AppProcess::start(&orchestrator.url, dir.path(), &[]).await;
-        let app_addr = app.url.trim_start_matches("http://").to_owned();
-        let sidecar = SidecarProcess::start(dir.path(), &app_addr, extra).await;
-        let client = Client::new();
-        let ready = format!("{}/readyz", sidecar.admin);
-        eventually(Duration::from_secs(10), "sidecar ready", || client.ok(&ready)).await;
-        Pod { _orchestrator: orchestrator, _app: app, sidecar, _dir: dir }
-    }
-}
 
 /// A charge that outlives the sidecar's deadline: the client gets 504, and
 /// retries with the same key see 409 only while the payment still runs,
@@ -39,7 +18,7 @@ async fn a_timed_out_charge_converges(percent: u32) {
     let extra = format!(
         "limits: {{ request_timeout: 500ms }}\nmigration: {{ etcd_endpoints: [], defaults: {{ charge: {percent} }} }}\n"
     );
-    let pod = Pod::start(&["--step-delay", "300ms"], &extra).await;
+    let pod = Pod::start_with(&["--step-delay", "300ms"], &extra).await;
     let c = Client::new();
     let url = format!("{}/v1/charges", pod.sidecar.url);
     let auth = format!("Bearer {KEY}");
@@ -104,11 +83,12 @@ async fn a_timed_out_orchestration_charge_converges_on_retry() {
 /// either, so nothing is charged off the chosen route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_url_cannot_pick_the_route() {
-    let pod = Pod::start(&[], "migration: { etcd_endpoints: [], defaults: { charge: 100 } }\n").await;
+    let pod = Pod::start("migration: { etcd_endpoints: [], defaults: { charge: 100 } }\n").await;
     let c = Client::new();
     let auth = format!("Bearer {KEY}");
     let body = json!({"amount": 100, "currency": "usd", "source": "tok_visa"});
-    for (i, path) in ["//v1/charges", "///v1/charges", "/v1//charges", "/v1/./charges", "/v1/charges/"].iter().enumerate()
+    for (i, path) in
+        ["//v1/charges", "///v1/charges", "/v1//charges", "/v1/./charges", "/v1/charges/"].iter().enumerate()
     {
         let key = format!("path-{i}");
         let r = c
@@ -124,7 +104,9 @@ async fn the_url_cannot_pick_the_route() {
     let scrape = pod.sidecar.metrics().await;
     let served_legacy: f64 = scrape
         .lines()
-        .filter(|l| l.starts_with("paymesh_requests_total{") && l.contains("route=\"legacy\"") && l.contains("code=\"2xx\""))
+        .filter(|l| {
+            l.starts_with("paymesh_requests_total{") && l.contains("route=\"legacy\"") && l.contains("code=\"2xx\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(served_legacy, 0.0, "a request was served on the legacy path:\n{scrape}");

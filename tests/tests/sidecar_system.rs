@@ -3,30 +3,9 @@
 //! throttling, a dead app, and a SIGTERM drain under load.
 
 use paymesh_system_tests::sidecar::{KEY, metric};
-use paymesh_system_tests::{AppProcess, Client, Orchestrator, SidecarProcess, eventually};
+use paymesh_system_tests::{Client, Pod, eventually};
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-struct Pod {
-    _orchestrator: Orchestrator,
-    app: AppProcess,
-    sidecar: SidecarProcess,
-    dir: tempfile::TempDir,
-}
-
-impl Pod {
-    async fn start(extra: &str) -> Pod {
-        let dir = tempfile::tempdir().unwrap();
-        let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &[]).await;
-        let app = AppProcess::start(&orchestrator.url, dir.path(), &[]).await;
-        let app_addr = app.url.trim_start_matches("http://").to_owned();
-        let sidecar = SidecarProcess::start(dir.path(), &app_addr, extra).await;
-        let client = Client::new();
-        let ready = format!("{}/readyz", sidecar.admin);
-        eventually(Duration::from_secs(10), "sidecar ready", || client.ok(&ready)).await;
-        Pod { _orchestrator: orchestrator, app, sidecar, dir }
-    }
-}
 
 fn charge_body() -> serde_json::Value {
     json!({"amount": 1000, "currency": "usd", "source": "tok_visa"})

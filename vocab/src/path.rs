@@ -107,10 +107,7 @@ mod tests {
         assert_eq!(Feature::from_path("/v1/charges/ch_123"), Feature::Charge);
         assert_eq!(Feature::from_path("/v1/refunds/re_1"), Feature::Refund);
         assert_eq!(Feature::from_path("/v1/disbursements"), Feature::Disbursement);
-        assert_eq!(
-            ApiPath::parse("/v1/charges/ch_1"),
-            Some(ApiPath { feature: Feature::Charge, id: Some("ch_1") })
-        );
+        assert_eq!(ApiPath::parse("/v1/charges/ch_1"), Some(ApiPath { feature: Feature::Charge, id: Some("ch_1") }));
         assert_eq!(ApiPath::parse("/v1/refunds"), Some(ApiPath { feature: Feature::Refund, id: None }));
     }
 

@@ -35,15 +35,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_map_to_bounded_features() {
-        assert_eq!(Feature::from_path("/v1/charges"), Feature::Charge);
-        assert_eq!(Feature::from_path("/v1/charges/ch_123"), Feature::Charge);
+    fn the_sidecar_reads_paths_as_the_app_does() {
+        // The parser's own cases live in paymesh-vocab; what matters here is
+        // that the sidecar's Feature is that parser.
         assert_eq!(Feature::from_path("/v1/refunds/re_1"), Feature::Refund);
-        assert_eq!(Feature::from_path("/v1/disbursements"), Feature::Disbursement);
-        assert_eq!(Feature::from_path("/v1/chargesX"), Feature::Other);
-        assert_eq!(Feature::from_path("/healthz"), Feature::Other);
-        assert_eq!(Feature::from_path("/"), Feature::Other);
-        // Non-canonical paths are not a feature here, nor in the app.
         assert_eq!(Feature::from_path("//v1/charges"), Feature::Other);
     }
 }
