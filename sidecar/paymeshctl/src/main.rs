@@ -1,11 +1,15 @@
 //! `paymeshctl`: the operator's CLI for paymesh.
 //!
-//! Migration percents live in etcd (`<prefix>/migration/<feature>`); this
-//! tool reads and validates them, ramps them step by step under a health
-//! guard, lists the overload switch records, and shows a sidecar's state.
-//! It never writes a value the sidecars would refuse.
+//! Migration percents live in etcd (`<prefix>/migration/<feature>`, with
+//! per-client overrides under `<prefix>/migration/<feature>/clients/<id>`);
+//! this tool reads and validates them, ramps them step by step under a
+//! health guard (yielding to any other writer), lists the overload switch
+//! records, and shows a sidecar's state. It never writes a value the
+//! sidecars would refuse.
 
+mod lock;
 mod observe;
+mod progress;
 mod prom;
 mod ramp;
 mod show;
@@ -18,7 +22,27 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use store::{Store, check_feature, format_percent, parse_percent};
+use store::{Store, Target, format_percent, parse_percent};
+
+/// The ramp's exit codes; documented in `--help` (keep them stable).
+mod exit {
+    pub const REACHED: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const ROLLED_BACK: u8 = 2;
+    pub const GAVE_UP: u8 = 3;
+    pub const PREEMPTED: u8 = 4;
+    pub const LOCKED: u8 = 5;
+    pub const SIGNALLED: u8 = 6;
+}
+
+const RAMP_EXIT_CODES: &str = "Exit codes:
+  0  target reached
+  1  error (bad flags, etcd unreachable at start, ...)
+  2  rolled back on a breach of --max-error-rate or --max-p99
+  3  gave up for lack of evidence after --max-holds intervals (rolled back)
+  4  preempted: another writer changed the key (or the ramp lost its lock); nothing written after that
+  5  refused: another ramp holds the lock of this feature (or client)
+  6  stopped by SIGTERM/SIGINT: set back to the last step judged healthy";
 
 /// Operator CLI for paymesh: migration percents, ramps, switch events,
 /// sidecar state.
@@ -62,16 +86,36 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Migration {
-    /// Every feature's percent, from etcd.
+    /// Every feature's percent and its per-client overrides, from etcd.
     Get,
-    /// Set a feature's percent (validated before it is written).
-    Set { feature: String, percent: String },
-    /// Raise a feature's percent step by step while the orchestration path
-    /// stays healthy; roll back on a breach.
+    /// Set a feature's percent, or one client's override of it (validated
+    /// before it is written). A person's write always wins: a ramp running
+    /// on the same key stops when it sees it.
+    Set {
+        feature: String,
+        /// A percent in [0, 100].
+        #[arg(required_unless_present = "delete")]
+        percent: Option<String>,
+        /// Override the feature's percent for this client only
+        /// (`<prefix>/migration/<feature>/clients/<ID>`).
+        #[arg(long, value_name = "ID")]
+        client: Option<String>,
+        /// With --client: delete the override; the client follows the
+        /// feature's percent again.
+        #[arg(long, requires = "client", conflicts_with = "percent")]
+        delete: bool,
+    },
+    /// Raise a feature's (or one client's) percent step by step while the
+    /// orchestration path stays healthy; roll back on a breach.
+    #[command(after_help = RAMP_EXIT_CODES)]
     Ramp(RampArgs),
-    /// The recorded changes of a feature.
+    /// The recorded changes of a feature, as a table: who changed what, and
+    /// what stopped each ramp.
     History {
         feature: String,
+        /// Only the changes of this client's override.
+        #[arg(long, value_name = "ID")]
+        client: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
@@ -80,6 +124,10 @@ enum Migration {
 #[derive(Debug, ClapArgs)]
 struct RampArgs {
     feature: String,
+    /// Ramp this client's override only, judged on its traffic only (it
+    /// starts from the client's current percent).
+    #[arg(long, value_name = "ID")]
+    client: Option<String>,
     /// Target percent.
     #[arg(long)]
     to: String,
@@ -98,8 +146,9 @@ struct RampArgs {
     /// Requests an interval needs before it can be judged.
     #[arg(long, default_value_t = 100)]
     min_requests: u64,
-    /// Intervals a step may wait for enough traffic before the ramp gives up
-    /// (and rolls back).
+    /// Intervals a step may wait for evidence (enough traffic, every
+    /// sidecar's data, latency histograms) before the ramp gives up and
+    /// rolls back.
     #[arg(long, default_value_t = 10)]
     max_holds: u32,
     /// On a breach, go back to 0 rather than to the last healthy step.
@@ -111,6 +160,10 @@ struct RampArgs {
     /// A Prometheus server to query instead.
     #[arg(long)]
     prometheus: Option<String>,
+    /// Extra label matchers for every Prometheus query, e.g.
+    /// `job="paymesh",namespace="payments"`.
+    #[arg(long, requires = "prometheus", value_name = "MATCHERS")]
+    selector: Option<String>,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -124,7 +177,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Exit codes: 0 done, 1 error, 2 a ramp rolled back, 3 a ramp gave up.
+/// Exit codes: 0 done, 1 error; a ramp's own codes are in RAMP_EXIT_CODES.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -132,7 +185,7 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(exit::ERROR)
         }
     }
 }
@@ -150,23 +203,47 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some(Err(e)) => ("invalid".to_owned(), format!("{e}; sidecars keep their last good value")),
                 };
                 println!("{:<14} {:>9}  {}", s.feature, percent, note);
+                for (client, p, rev) in s.clients {
+                    let (percent, note) = match p {
+                        Ok(p) => (format_percent(p), format!("client override, mod revision {rev}")),
+                        Err(e) => ("invalid".to_owned(), format!("client override: {e}; the last good one stays")),
+                    };
+                    println!("  client {:<14} {:>9}  {}", client, percent, note);
+                }
             }
             println!("etcd revision {revision}");
         }
-        Command::Migration(Migration::Set { feature, percent }) => {
-            check_feature(&feature)?;
-            let p = parse_percent(&percent).context("invalid percent")?;
+        Command::Migration(Migration::Set { feature, percent, client, delete }) => {
+            let target = Target::new(&feature, client.as_deref())?;
+            let p = match &percent {
+                Some(text) if !delete => Some(parse_percent(text).context("invalid percent")?),
+                _ => None,
+            };
             let mut store = Store::connect(&cli.etcd, &cli.prefix).await?;
-            let before = store.get(&feature).await.ok();
-            let revision = store.set(&feature, p, json!({ "action": "set", "from": before, "to": p })).await?;
-            println!("{feature} set to {}% (etcd revision {revision})", format_percent(p));
-        }
-        Command::Migration(Migration::History { feature, limit }) => {
-            check_feature(&feature)?;
-            let mut store = Store::connect(&cli.etcd, &cli.prefix).await?;
-            for entry in store.history(&feature, limit).await? {
-                println!("{}", show::history_line(&entry));
+            let before = store.read(&target).await?;
+            let from = before.percent.and_then(Result::ok);
+            let revision = match p {
+                Some(p) => store.set(&target, p, json!({ "action": "set", "from": from, "to": p })).await?,
+                None => store.delete(&target, json!({ "action": "unset", "from": from, "to": null })).await?,
+            };
+            match p {
+                Some(p) => println!("{target} set to {}% (etcd revision {revision})", format_percent(p)),
+                None => println!(
+                    "{target}: override deleted; the client follows the feature's percent (etcd revision {revision})"
+                ),
             }
+            if let Some(holder) = lock::holder(&mut store, &target).await {
+                println!(
+                    "note: a ramp holds {} ({}); it stops without writing when it sees this change",
+                    holder.0,
+                    lock::describe(&holder.1)
+                );
+            }
+        }
+        Command::Migration(Migration::History { feature, client, limit }) => {
+            let target = Target::new(&feature, client.as_deref())?;
+            let mut store = Store::connect(&cli.etcd, &cli.prefix).await?;
+            print!("{}", show::history_table(&store.history(&target.feature, target.client.as_deref(), limit).await?));
         }
         Command::Migration(Migration::Ramp(args)) => return ramp(&cli.etcd, &cli.prefix, args).await,
         Command::SwitchEvents { file, pod, limit } => {
@@ -194,18 +271,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn ramp(etcd: &[String], prefix: &str, a: RampArgs) -> anyhow::Result<ExitCode> {
-    check_feature(&a.feature)?;
+    let target = Target::new(&a.feature, a.client.as_deref())?;
     let to = parse_percent(&a.to).context("--to")?;
     let step = parse_percent(&a.step).context("--step")?;
     if step <= 0.0 {
         bail!("--step must be above 0");
     }
     let source = match a.prometheus {
-        Some(url) => Source::Prometheus(url),
+        Some(url) => Source::Prometheus { url, selector: a.selector },
         None => Source::Sidecars(a.sidecars),
     };
     let plan = ramp::Plan {
-        feature: a.feature,
+        target,
         to,
         step,
         interval: a.interval,
@@ -215,29 +292,76 @@ async fn ramp(etcd: &[String], prefix: &str, a: RampArgs) -> anyhow::Result<Exit
         max_holds: a.max_holds.max(1),
         rollback_to_zero: a.rollback_to_zero,
     };
+    // Before the first write: from here on a signal is the ramp's to handle.
+    let mut signals = ramp::Signals::register()?;
     let mut store = Store::connect(etcd, prefix).await?;
-    Ok(match ramp::run(&mut store, &source, &Http::new(), &plan).await? {
-        ramp::Outcome::Reached(p) => {
-            println!("done: {} is at {}%", plan.feature, format_percent(p));
-            ExitCode::SUCCESS
-        }
-        ramp::Outcome::RolledBack { from, to, reason } => {
+    let t = &plan.target;
+    let lock = match lock::RampLock::acquire(&store, t, plan.summary()).await? {
+        Ok(lock) => lock,
+        Err(held) => {
             eprintln!(
-                "ROLLED BACK: {} at {}% breached its limits ({reason}); set back to {}%",
-                plan.feature,
+                "REFUSED: another ramp holds {} — {}; wait for it, or stop it (SIGTERM) and take over",
+                held.key,
+                lock::describe(&held.holder)
+            );
+            return Ok(ExitCode::from(exit::LOCKED));
+        }
+    };
+    let mut progress = progress::Progress::new();
+    let outcome = ramp::run(&mut store, &lock, &mut signals, &source, &Http::new(), &plan, &mut progress).await;
+    progress.finish();
+    lock.release().await;
+    Ok(ExitCode::from(match outcome? {
+        ramp::Outcome::Reached(p) => {
+            println!("done: {t} is at {}%", format_percent(p));
+            exit::REACHED
+        }
+        ramp::Outcome::RolledBack { from, to, breach } => {
+            eprintln!(
+                "ROLLED BACK: {t} at {}% breached {}; set back to {}%",
                 format_percent(from),
+                breach.guard,
                 format_percent(to)
             );
-            ExitCode::from(2)
+            eprintln!("  {}", breach.legacy);
+            if breach.legacy_failing {
+                eprintln!(
+                    "  the legacy path is failing too: a shared dependency is likely down, and a rollback alone does not fix the outage"
+                );
+            }
+            exit::ROLLED_BACK
         }
         ramp::Outcome::GaveUp { at, to, reason } => {
-            eprintln!(
-                "GAVE UP: {} at {}%: {reason}; set back to {}%",
-                plan.feature,
-                format_percent(at),
-                format_percent(to)
-            );
-            ExitCode::from(3)
+            eprintln!("GAVE UP: {t} at {}%: {reason}; set back to {}%", format_percent(at), format_percent(to));
+            exit::GAVE_UP
         }
-    })
+        ramp::Outcome::Preempted { at, found, by } => {
+            let value = found.raw.as_deref().map_or("deleted".to_owned(), |v| format!("{v:?}"));
+            eprintln!(
+                "PREEMPTED: {t} was changed by {by}: now {value} at revision {}; the ramp (last at {}%) stopped without writing",
+                found.mod_revision,
+                format_percent(at)
+            );
+            exit::PREEMPTED
+        }
+        ramp::Outcome::LostLock { at } => {
+            eprintln!(
+                "PREEMPTED: {t}: the ramp lost its lock {} (lease expired); stopped at {}% without writing",
+                lock::lock_key(&store, t),
+                format_percent(at)
+            );
+            exit::PREEMPTED
+        }
+        ramp::Outcome::Stopped { signal, at, to, note } => {
+            match note {
+                None => eprintln!(
+                    "STOPPED by {signal}: {t} set back from {}% to {}%, the last step judged healthy; lock released",
+                    format_percent(at),
+                    format_percent(to)
+                ),
+                Some(note) => eprintln!("STOPPED by {signal}: {t} {note}; lock released"),
+            }
+            exit::SIGNALLED
+        }
+    }))
 }

@@ -1,7 +1,11 @@
 //! Just enough of the Prometheus text format to judge a ramp step: counters
 //! and histogram buckets of `paymesh_requests_total` and
-//! `paymesh_request_duration_seconds`, summed over sidecars and diffed over
-//! an interval.
+//! `paymesh_request_duration_seconds` (or, for one client, of
+//! `paymesh_client_requests_total` and
+//! `paymesh_client_request_duration_seconds`), summed over sidecars and
+//! diffed over an interval; plus what tells whether those figures are
+//! evidence at all: whether `detailed_metrics` is on, how often it was
+//! switched off, and the percent the sidecar serves.
 
 use std::collections::BTreeMap;
 
@@ -29,9 +33,67 @@ impl PartialOrd for OrderedF64 {
     }
 }
 
+/// One sidecar's scrape, seen from one ramp's scope.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct View {
+    pub orchestration: Figures,
+    pub legacy: Figures,
+    /// `paymesh_component_enabled{component="detailed_metrics"}`.
+    pub detailed: Option<bool>,
+    /// `paymesh_switch_events_total{component="detailed_metrics",state="off"}`.
+    pub detailed_offs: f64,
+    /// The percent this sidecar serves the scope at.
+    pub percent: Option<f64>,
+}
+
+impl View {
+    /// `client`: the scope is that client's traffic and override.
+    pub fn parse(text: &str, feature: &str, client: Option<&str>) -> View {
+        let mut v = View {
+            orchestration: Figures::parse_scoped(text, feature, client, "orchestration"),
+            legacy: Figures::parse_scoped(text, feature, client, "legacy"),
+            ..View::default()
+        };
+        for line in text.lines() {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let Some((name, labels, value)) = split(line) else { continue };
+            match name {
+                "paymesh_component_enabled" if label(labels, "component") == Some("detailed_metrics") => {
+                    v.detailed = Some(value >= 1.0);
+                }
+                "paymesh_switch_events_total"
+                    if label(labels, "component") == Some("detailed_metrics")
+                        && label(labels, "state") == Some("off") =>
+                {
+                    v.detailed_offs += value;
+                }
+                "paymesh_migration_percent"
+                    if label(labels, "feature") == Some(feature) && label(labels, "client") == client =>
+                {
+                    v.percent = Some(value);
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+}
+
 impl Figures {
     /// Extracts the figures for `feature` on `route` from a scrape.
+    #[cfg(test)]
     pub fn parse(text: &str, feature: &str, route: &str) -> Figures {
+        Self::parse_scoped(text, feature, None, route)
+    }
+
+    /// Like [`parse`](Self::parse), for one client's series with `client`.
+    pub fn parse_scoped(text: &str, feature: &str, client: Option<&str>, route: &str) -> Figures {
+        let (requests, buckets) = match client {
+            None => ("paymesh_requests_total", "paymesh_request_duration_seconds_bucket"),
+            Some(_) => ("paymesh_client_requests_total", "paymesh_client_request_duration_seconds_bucket"),
+        };
         let mut f = Figures::default();
         for line in text.lines() {
             if line.starts_with('#') || line.is_empty() {
@@ -41,14 +103,17 @@ impl Figures {
             if label(labels, "feature") != Some(feature) || label(labels, "route") != Some(route) {
                 continue;
             }
+            if client.is_some() && label(labels, "client") != client {
+                continue;
+            }
             match name {
-                "paymesh_requests_total" => {
+                n if n == requests => {
                     f.requests += value;
                     if label(labels, "code") == Some("5xx") {
                         f.errors += value;
                     }
                 }
-                "paymesh_request_duration_seconds_bucket" => {
+                n if n == buckets => {
                     let le = match label(labels, "le") {
                         Some("+Inf") => f64::INFINITY,
                         Some(v) => match v.parse() {
@@ -86,6 +151,11 @@ impl Figures {
                 .map(|(le, n)| (*le, delta(*n, earlier.buckets.get(le).copied().unwrap_or(0.0))))
                 .collect(),
         }
+    }
+
+    /// Observations in the histogram (its `+Inf` bucket).
+    pub fn observed(&self) -> f64 {
+        self.buckets.get(&OrderedF64(f64::INFINITY)).copied().unwrap_or(0.0)
     }
 
     /// The q-quantile in seconds, interpolated inside its bucket as
@@ -170,6 +240,24 @@ paymesh_request_duration_seconds_sum{feature="charge",route="orchestration"} 2.5
         let p995 = f.quantile(0.995).unwrap();
         assert!(p995 > 0.1 && p995 < 1.0, "{p995}");
         assert_eq!(Figures::default().quantile(0.99), None);
+    }
+
+    #[test]
+    fn client_scopes_read_the_client_series_and_the_evidence_gauges() {
+        let text = r#"paymesh_client_requests_total{client="ops",code="2xx",feature="charge",route="orchestration"} 7
+paymesh_client_requests_total{client="web",code="2xx",feature="charge",route="orchestration"} 70
+paymesh_client_request_duration_seconds_bucket{client="ops",feature="charge",route="orchestration",le="+Inf"} 7
+paymesh_component_enabled{component="detailed_metrics"} 0
+paymesh_switch_events_total{component="detailed_metrics",state="off"} 2
+paymesh_migration_percent{feature="charge"} 10
+paymesh_migration_percent{client="ops",feature="charge"} 40
+"#;
+        let ops = View::parse(text, "charge", Some("ops"));
+        assert_eq!((ops.orchestration.requests, ops.orchestration.observed()), (7.0, 7.0));
+        assert_eq!((ops.detailed, ops.detailed_offs, ops.percent), (Some(false), 2.0, Some(40.0)));
+        assert_eq!(View::parse(text, "charge", None).percent, Some(10.0));
+        assert_eq!(View::parse(text, "charge", None).orchestration.requests, 0.0);
+        assert_eq!(View::parse(text, "charge", Some("new")).percent, None);
     }
 
     #[test]

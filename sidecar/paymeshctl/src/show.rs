@@ -1,4 +1,4 @@
-//! Human-readable renderings: history lines, switch events, state trees.
+//! Human-readable renderings: the history table, switch events, state trees.
 
 use anyhow::Context;
 use serde_json::Value;
@@ -20,12 +20,52 @@ fn text(v: &Value) -> String {
     }
 }
 
-pub fn history_line(v: &Value) -> String {
-    let mut line = format!("{}  {:<9} {} → {}", time(v), text(&v["action"]), text(&v["from"]), text(&v["to"]));
-    if let Some(reason) = v["reason"].as_str() {
-        line.push_str(&format!("  ({reason})"));
+fn percent(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), crate::store::format_percent),
+        Value::Null => "-".to_owned(),
+        other => text(other),
     }
-    line
+}
+
+/// A feature's history as a table: when, what, whose override, from → to,
+/// who did it (user@host pid) and why (what stopped a ramp).
+pub fn history_table(entries: &[Value]) -> String {
+    let header = ["TIME", "ACTION", "CLIENT", "FROM", "TO", "BY", "REASON"].map(str::to_owned);
+    let rows: Vec<[String; 7]> = entries
+        .iter()
+        .map(|v| {
+            [
+                time(v),
+                text(&v["action"]),
+                v["client"].as_str().unwrap_or("-").to_owned(),
+                percent(&v["from"]),
+                percent(&v["to"]),
+                crate::store::actor_text(&v["by"]),
+                v["reason"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    let mut widths = header.each_ref().map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 pub fn event_line(v: &Value) -> String {
@@ -124,8 +164,14 @@ mod tests {
 
     #[test]
     fn renders_history_and_events() {
-        let h = history_line(&json!({"time_ms": 0, "action": "rollback", "from": 20, "to": 10, "reason": "p99"}));
-        assert_eq!(h, "1970-01-01T00:00:00.000Z  rollback  20 → 10  (p99)");
+        let h = history_table(&[
+            json!({"time_ms": 0, "action": "step", "from": 0, "to": 10.0, "by": {"user": "ann", "host": "h", "pid": 7}}),
+            json!({"time_ms": 0, "action": "preempted", "client": "ops", "from": 20, "to": "0", "reason": "set by bob"}),
+        ]);
+        let lines: Vec<&str> = h.lines().collect();
+        assert!(lines[0].starts_with("TIME") && lines[0].ends_with("REASON"), "{h}");
+        assert!(lines[1].contains("step") && lines[1].contains("ann@h pid 7") && lines[1].contains(" 10 "), "{h}");
+        assert!(lines[2].contains("preempted  ops") && lines[2].ends_with("set by bob"), "{h}");
         let e = event_line(
             &json!({"time": "t", "pod": "p", "component": "access_log", "state": "off", "reason": "overload"}),
         );
