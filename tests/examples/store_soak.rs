@@ -11,7 +11,7 @@
 //! ```text
 //! cargo build --release -p paymesh-orchestrator -p paymesh-app -p paymesh-sidecar
 //! cargo run --release -p paymesh-system-tests --example store_soak -- \
-//!     --duration 10m --alone 20s --connections 8 [--via app|sidecar] [--cache-mib 16]
+//!     --duration 10m --alone 20s --connections 8 [--via app|sidecar] [--cache-mib 16|default]
 //! ```
 //!
 //! Traffic goes to loopback only, and every loop is bounded by time.
@@ -118,7 +118,10 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let extra = ["--cache-mib", args.cache_mib.as_str()];
+    // `--cache-mib default` passes no flag: for a build without it (the
+    // old store, run with PAYMESH_BIN_DIR pointing at its binaries).
+    let extra: Vec<&str> =
+        if args.cache_mib == "default" { vec![] } else { vec!["--cache-mib", args.cache_mib.as_str()] };
 
     // 1. The orchestrator alone.
     let data = dir.path().join("alone");

@@ -4,7 +4,7 @@
 //! Writes run on one connection thread (SQLite has one writer at a time
 //! anyway), reads on another, so reads never queue behind an fsync and the
 //! async runtime never blocks on the disk (`db.rs`). The schema is in
-//! `schema.rs`, the SQL of each operation in `ops.rs`.
+//! `schema.rs`, the SQL of each write in `ops.rs`, of each read in `reads.rs`.
 //!
 //! Every money-moving operation is idempotent on its idempotency claim:
 //! asked twice, it returns the first result; asked by an attempt that was
@@ -15,12 +15,13 @@
 
 mod db;
 mod ops;
+mod reads;
 mod schema;
 
 use crate::model::*;
 use db::Worker;
-pub use ops::Pending;
 use ops::{Clock, Input};
+pub use reads::Pending;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -248,29 +249,29 @@ impl Store {
 
     pub async fn charge(&self, id: &str, reader: &Reader) -> Result<Option<Charge>> {
         let (id, reader) = (id.to_owned(), reader.clone());
-        self.read(move |tx| ops::charge(tx, &id, &reader)).await
+        self.read(move |tx| reads::charge(tx, &id, &reader)).await
     }
 
     pub async fn refund_by_id(&self, id: &str, reader: &Reader) -> Result<Option<Refund>> {
         let (id, reader) = (id.to_owned(), reader.clone());
-        self.read(move |tx| ops::refund(tx, &id, &reader)).await
+        self.read(move |tx| reads::refund(tx, &id, &reader)).await
     }
 
     pub async fn payout(&self, id: &str, reader: &Reader) -> Result<Option<Payout>> {
         let (id, reader) = (id.to_owned(), reader.clone());
-        self.read(move |tx| ops::payout(tx, &id, &reader)).await
+        self.read(move |tx| reads::payout(tx, &id, &reader)).await
     }
 
     /// An execution's operation and current outcome.
     pub async fn execution(&self, id: &str, reader: &Reader) -> Result<Option<(Operation, Outcome)>> {
         let (id, reader) = (id.to_owned(), reader.clone());
-        self.read(move |tx| ops::execution(tx, &id, &reader)).await
+        self.read(move |tx| reads::execution(tx, &id, &reader)).await
     }
 
     /// Workflow executions still pending (at start: those that were
     /// running when the service stopped).
     pub async fn pending_executions(&self) -> Result<Vec<Pending>> {
-        self.read(ops::pending_executions).await
+        self.read(reads::pending_executions).await
     }
 
     /// Takes a pending key over for a new runner; its attempt, or `None`

@@ -6,9 +6,11 @@
 //! lease, in the same transaction as its effect: a superseded attempt can
 //! never move money, and a live one keeps its key.
 
+use super::reads::{CHARGE_COLUMNS, PAYOUT_COLUMNS, REFUND_COLUMNS, charge, payout, refund};
+use super::reads::{authorization_row, charge_row, payout_row, refund_row, transfer_row};
 use super::{Begin, Claim, Reader, Result, StoreError, new_id};
 use crate::model::*;
-use rusqlite::{OptionalExtension, Row, Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 pub(super) struct Clock {
     pub now: u64,
@@ -22,17 +24,6 @@ pub(super) struct Input<'a> {
     pub input: &'a str,
 }
 
-/// A pending workflow execution found at start.
-#[derive(Debug)]
-pub struct Pending {
-    pub client: String,
-    pub key: String,
-    pub fingerprint: String,
-    pub execution: String,
-    pub workflow: String,
-    pub input: String,
-}
-
 fn operation_name(op: Operation) -> &'static str {
     match op {
         Operation::Charge => "charge",
@@ -41,7 +32,7 @@ fn operation_name(op: Operation) -> &'static str {
     }
 }
 
-fn operation_from(name: &str) -> Result<Operation> {
+pub(super) fn operation_from(name: &str) -> Result<Operation> {
     Ok(match name {
         "charge" => Operation::Charge,
         "refund" => Operation::Refund,
@@ -50,7 +41,7 @@ fn operation_from(name: &str) -> Result<Operation> {
     })
 }
 
-fn outcome_from(json: Option<String>) -> Result<Outcome> {
+pub(super) fn outcome_from(json: Option<String>) -> Result<Outcome> {
     match json {
         None => Ok(Outcome::Pending),
         Some(j) => serde_json::from_str(&j).map_err(|e| StoreError::Unavailable(format!("stored outcome: {e}"))),
@@ -464,84 +455,6 @@ fn ledger(
     Ok(())
 }
 
-/// `AND (client = ?2 OR ?3)`: the owner, or an explicit operator lookup.
-fn owner(reader: &Reader) -> (&str, bool) {
-    match reader {
-        Reader::Client(c) => (c.as_str(), false),
-        Reader::Operator => ("", true),
-    }
-}
-
-const CHARGE_COLUMNS: &str =
-    "id, client, key, authorization, amount, currency, source, description, amount_refunded, created_ms";
-const REFUND_COLUMNS: &str = "id, client, key, charge, amount, currency, created_ms";
-const PAYOUT_COLUMNS: &str = "id, client, key, transfer, amount, currency, destination, created_ms";
-
-pub(super) fn charge(tx: &Transaction<'_>, id: &str, reader: &Reader) -> Result<Option<Charge>> {
-    let (client, any) = owner(reader);
-    Ok(tx
-        .query_row(
-            &format!("SELECT {CHARGE_COLUMNS} FROM charges WHERE id = ?1 AND (client = ?2 OR ?3)"),
-            params![id, client, any],
-            charge_row,
-        )
-        .optional()?)
-}
-
-pub(super) fn refund(tx: &Transaction<'_>, id: &str, reader: &Reader) -> Result<Option<Refund>> {
-    let (client, any) = owner(reader);
-    Ok(tx
-        .query_row(
-            &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = ?1 AND (client = ?2 OR ?3)"),
-            params![id, client, any],
-            refund_row,
-        )
-        .optional()?)
-}
-
-pub(super) fn payout(tx: &Transaction<'_>, id: &str, reader: &Reader) -> Result<Option<Payout>> {
-    let (client, any) = owner(reader);
-    Ok(tx
-        .query_row(
-            &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id = ?1 AND (client = ?2 OR ?3)"),
-            params![id, client, any],
-            payout_row,
-        )
-        .optional()?)
-}
-
-/// An execution's current view: (operation, outcome).
-pub(super) fn execution(tx: &Transaction<'_>, id: &str, reader: &Reader) -> Result<Option<(Operation, Outcome)>> {
-    let (client, any) = owner(reader);
-    let row = tx
-        .query_row(
-            "SELECT operation, outcome FROM idempotency WHERE execution = ?1 AND (client = ?2 OR ?3)",
-            params![id, client, any],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
-        )
-        .optional()?;
-    row.map(|(op, outcome)| Ok((operation_from(&op)?, outcome_from(outcome)?))).transpose()
-}
-
-pub(super) fn pending_executions(tx: &Transaction<'_>) -> Result<Vec<Pending>> {
-    let mut stmt = tx.prepare(
-        "SELECT i.client, i.key, i.fingerprint, i.execution, e.workflow, e.input
-         FROM idempotency i JOIN workflow_executions e ON e.id = i.execution
-         WHERE i.outcome IS NULL",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Pending {
-            client: r.get(0)?,
-            key: r.get(1)?,
-            fingerprint: r.get(2)?,
-            execution: r.get(3)?,
-            workflow: r.get(4)?,
-            input: r.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
 /// Takes a pending key over unconditionally (its runner is known dead: the
 /// process that ran it stopped). `None` when it is no longer pending.
 pub(super) fn take_over(tx: &Transaction<'_>, clock: &Clock, client: &str, key: &str) -> Result<Option<u64>> {
@@ -576,74 +489,4 @@ fn status_name(s: AuthStatus) -> &'static str {
         AuthStatus::Declined => "declined",
         AuthStatus::Captured => "captured",
     }
-}
-
-fn authorization_row(r: &Row<'_>) -> rusqlite::Result<Authorization> {
-    let status = match r.get_ref("status")?.as_str()? {
-        "declined" => AuthStatus::Declined,
-        "captured" => AuthStatus::Captured,
-        _ => AuthStatus::Authorized,
-    };
-    Ok(Authorization {
-        id: r.get("id")?,
-        client: r.get("client")?,
-        key: r.get("key")?,
-        amount: r.get("amount")?,
-        currency: r.get("currency")?,
-        source: r.get("source")?,
-        status,
-        created_ms: r.get("created_ms")?,
-    })
-}
-
-fn charge_row(r: &Row<'_>) -> rusqlite::Result<Charge> {
-    Ok(Charge {
-        id: r.get(0)?,
-        client: r.get(1)?,
-        key: r.get(2)?,
-        authorization: r.get(3)?,
-        amount: r.get(4)?,
-        currency: r.get(5)?,
-        source: r.get(6)?,
-        description: r.get(7)?,
-        amount_refunded: r.get(8)?,
-        created_ms: r.get(9)?,
-    })
-}
-
-fn refund_row(r: &Row<'_>) -> rusqlite::Result<Refund> {
-    Ok(Refund {
-        id: r.get(0)?,
-        client: r.get(1)?,
-        key: r.get(2)?,
-        charge: r.get(3)?,
-        amount: r.get(4)?,
-        currency: r.get(5)?,
-        created_ms: r.get(6)?,
-    })
-}
-
-fn transfer_row(r: &Row<'_>) -> rusqlite::Result<Transfer> {
-    Ok(Transfer {
-        id: r.get(0)?,
-        client: r.get(1)?,
-        key: r.get(2)?,
-        amount: r.get(3)?,
-        currency: r.get(4)?,
-        destination: r.get(5)?,
-        created_ms: r.get(6)?,
-    })
-}
-
-fn payout_row(r: &Row<'_>) -> rusqlite::Result<Payout> {
-    Ok(Payout {
-        id: r.get(0)?,
-        client: r.get(1)?,
-        key: r.get(2)?,
-        transfer: r.get(3)?,
-        amount: r.get(4)?,
-        currency: r.get(5)?,
-        destination: r.get(6)?,
-        created_ms: r.get(7)?,
-    })
 }
