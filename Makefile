@@ -6,7 +6,7 @@ JOBS        ?= 2
 CARGO_FLAGS ?= -j$(JOBS)
 VENV        := target/chart-venv
 
-.PHONY: all deps build release run test test-rust test-charts test-fuzz lint fmt clippy bench fuzz clean-run
+.PHONY: all deps build release run test test-rust test-charts test-fuzz lint fmt clippy bench soak fuzz clean-run
 
 all: build
 
@@ -60,3 +60,13 @@ clean-run:
 ## BENCH_SMOKE=1 for a tiny load; see bench/README.md for the other knobs.
 bench: deps
 	JOBS=$(JOBS) python3 bench/harness/bench.py
+	@if [ "$${SOAK_DURATION:-300}" != 0 ]; then $(MAKE) --no-print-directory soak; fi
+
+## soak: the whole pod (orchestrator, app, telemetryd, sidecar with a rotating
+## file access log) under sustained mixed traffic; prints RSS and open fds of
+## every process and the data-dir and log sizes, and whether each stayed
+## within +-10 % after the warm-up. SOAK_DURATION seconds (default 300; 0
+## skips it in `make bench`), SOAK_WARMUP, SOAK_REPORT, SOAK_CLIENTS.
+soak: deps
+	$(CARGO) build $(CARGO_FLAGS) --release -p paymesh-sidecar -p paymesh-app -p paymesh-orchestrator -p paymesh-telemetryd
+	python3 bench/harness/soak.py
