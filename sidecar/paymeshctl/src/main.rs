@@ -7,6 +7,7 @@
 //! records, and shows a sidecar's state. It never writes a value the
 //! sidecars would refuse.
 
+mod admin;
 mod lock;
 mod observe;
 mod progress;
@@ -81,6 +82,23 @@ enum Command {
         /// The sidecar's admin base URL.
         #[arg(long, default_value = "http://127.0.0.1:9901")]
         sidecar: String,
+    },
+    /// Ask a sidecar to reload its config file now (POST /admin/reload;
+    /// needs its admin token, from the pod).
+    Reload {
+        #[command(flatten)]
+        target: admin::AdminTarget,
+    },
+    /// Pin a sheddable component of a sidecar on or off, or hand it back to
+    /// the switch board with `auto` (POST /admin/components/NAME; needs its
+    /// admin token, from the pod).
+    Component {
+        /// access_log, detailed_metrics, tracing or profiling.
+        name: String,
+        #[arg(value_parser = ["on", "off", "auto"])]
+        state: String,
+        #[command(flatten)]
+        target: admin::AdminTarget,
     },
 }
 
@@ -260,6 +278,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for r in matching.drain(skip..) {
                 println!("{}", show::event_line(&r));
             }
+        }
+        Command::Reload { target } => {
+            admin::post(&target, "/admin/reload", "").await?;
+            println!("reload requested; the sidecar logs the outcome and /admin/state shows the version in force");
+        }
+        Command::Component { name, state, target } => {
+            let body =
+                admin::post(&target, &format!("/admin/components/{name}"), admin::component_body(&state)?).await?;
+            let v: serde_json::Value = serde_json::from_str(&body).context("the answer is not JSON")?;
+            println!("{name}: enabled {}, control {}", v["enabled"], v["control"].as_str().unwrap_or("?"));
         }
         Command::State { sidecar } => {
             let body = Http::new().get(&format!("{}/admin/state", sidecar.trim_end_matches('/'))).await?;
