@@ -10,7 +10,8 @@
 #   openssl makes certificates (TLS tests)      openssl
 #   curl fetches (run script, probes)           curl
 #   promtool tests a rule file (chart alert tests, promtool check metrics)
-#                                               prometheus
+#   and the prometheus server runs and accepts a 200ms scrape config
+#     (ramp tests against a real Prometheus)    prometheus
 #   rustc is at least the workspace's rust-version
 #
 # Needs root and apt-get to install; otherwise it names the exact packages
@@ -51,6 +52,17 @@ promtool_ok() {
     return $rc
 }
 
+prometheus_ok() {
+    command -v prometheus >/dev/null 2>&1 && prometheus --version >/dev/null 2>&1 || return 1
+    local d
+    d="$(mktemp -d)"
+    printf 'global:\n  scrape_interval: 200ms\n  scrape_timeout: 200ms\nscrape_configs:\n  - job_name: paymesh\n    static_configs:\n      - targets: ["127.0.0.1:9901"]\n' >"$d/prometheus.yml"
+    promtool check config "$d/prometheus.yml" >/dev/null 2>&1
+    local rc=$?
+    rm -rf "$d"
+    return $rc
+}
+
 # check NAME... : run the named checks; fill `missing` (packages) and
 # `required` (packages the build cannot do without).
 missing=()
@@ -62,7 +74,7 @@ check() {
     venv_ok || missing+=(python3-venv)
     { command -v openssl >/dev/null 2>&1 && openssl version >/dev/null 2>&1; } || missing+=(openssl)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
-    promtool_ok || missing+=(prometheus)
+    { promtool_ok && prometheus_ok; } || missing+=(prometheus)
 }
 
 rust_ok() {
