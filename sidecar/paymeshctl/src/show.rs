@@ -83,21 +83,28 @@ pub fn event_line(v: &Value) -> String {
     line
 }
 
-/// A JSON-lines events file; a line that is not JSON is reported, not fatal.
+/// A JSON-lines events file and its rotations (`FILE.1`, `FILE.2`, … as the
+/// sidecar's `overload.events_rotate` keeps them), oldest first; a line that
+/// is not JSON is reported, not fatal.
 pub fn events_from_file(path: &Path) -> anyhow::Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .filter_map(|(n, l)| match serde_json::from_str(l) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                eprintln!("warning: {}:{}: not a JSON record ({e})", path.display(), n + 1);
-                None
+    let rotated = (1..).map(|n| paymesh_sidecar::observe::rotate::numbered(path, n)).take_while(|p| p.exists());
+    let mut files: Vec<_> = rotated.collect();
+    files.reverse();
+    files.push(path.to_owned());
+    let mut out = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        out.extend(text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).filter_map(|(n, l)| {
+            match serde_json::from_str(l) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    eprintln!("warning: {}:{}: not a JSON record ({e})", file.display(), n + 1);
+                    None
+                }
             }
-        })
-        .collect())
+        }));
+    }
+    Ok(out)
 }
 
 pub fn events_from_etcd(kvs: Vec<(String, Vec<u8>)>) -> Vec<Value> {
@@ -185,5 +192,18 @@ mod tests {
         let events = events_from_file(&dir).unwrap();
         std::fs::remove_file(&dir).unwrap();
         assert_eq!(events.len(), 2);
+    }
+
+    #[test]
+    fn events_files_include_their_rotations_oldest_first() {
+        let dir = std::env::temp_dir().join(format!("paymeshctl-rotated-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("switch-events.jsonl");
+        std::fs::write(dir.join("switch-events.jsonl.2"), "{\"n\":1}\n").unwrap();
+        std::fs::write(dir.join("switch-events.jsonl.1"), "{\"n\":2}\n").unwrap();
+        std::fs::write(&path, "{\"n\":3}\n").unwrap();
+        let n: Vec<_> = events_from_file(&path).unwrap().iter().map(|v| v["n"].as_u64().unwrap()).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(n, [1, 2, 3]);
     }
 }
