@@ -320,12 +320,15 @@ def tls_secret(name: str, tls_dir: Path, namespace: str = NAMESPACE) -> dict[str
 
 def operator_objects(value_set: str, tls_dir: Path) -> list[dict[str, Any]]:
     """What the operator creates next to the release for a value set: the TLS
-    Secret, or the existing clients Secret."""
+    Secret, or the existing clients and admin token Secrets."""
     if value_set == "tls":
         return [tls_secret("paymesh-tls", tls_dir)]
     if value_set == "existing-secret":
         clients = {
             "clients": [{"id": "ops", "api_key_sha256": OPS_KEY_SHA256, "rate": {"per_second": 50, "burst": 100}}]
         }
-        return [make_secret("payments-api-clients", {"paymesh-clients.yaml": yaml.safe_dump(clients)})]
+        return [
+            make_secret("payments-api-clients", {"paymesh-clients.yaml": yaml.safe_dump(clients)}),
+            make_secret("payments-admin-token", {"token": "operator-managed-admin-token-0123456789\n"}),
+        ]
     return []

@@ -167,7 +167,8 @@ def test_chart_refuses_a_grace_period_shorter_than_the_drain(drain, grace, ok):
 def test_sidecar_config_in_configmap_and_clients_in_secret(rendered, value_set):
     cfg = sidecar_config(rendered)
     assert "clients" not in cfg
-    assert cfg["listen"] == "0.0.0.0:8080" and cfg["app"] == "127.0.0.1:8081" and cfg["admin"] == "0.0.0.0:9901"
+    assert cfg["listen"] == "0.0.0.0:8080" and cfg["app"] == "127.0.0.1:8081"
+    assert cfg["admin"] == {"listen": "0.0.0.0:9901", "token_file": "/etc/paymesh/admin/token"}
     for cm in rendered.of_kind("ConfigMap"):
         text = json.dumps(cm["data"])
         assert not re.search(r"\b[0-9a-f]{64}\b", text), f"ConfigMap {cm['metadata']['name']} holds a hash"
@@ -178,12 +179,43 @@ def test_sidecar_config_in_configmap_and_clients_in_secret(rendered, value_set):
         assert volumes["clients"]["secret"]["items"] == [{"key": "paymesh-clients.yaml", "path": "clients.yaml"}]
         assert not rendered.of_kind("Secret")
     else:
-        secret = rendered.get("Secret")
+        secret = rendered.get("Secret", f"{helpers.fullname()}-clients")
         assert volumes["clients"]["secret"]["secretName"] == secret["metadata"]["name"]
         clients = yaml.safe_load(helpers.secret_data(secret)["clients.yaml"])
         assert clients == {
             "clients": [{"id": "demo", "api_key_sha256": DEMO_KEY_SHA256, "rate": {"per_second": 200, "burst": 400}}]
         }
+
+
+def test_admin_token_is_generated_or_taken_from_an_existing_secret(rendered, value_set):
+    """State-changing admin requests need the token (admin.token_file): the
+    chart generates one into a Secret, or mounts the operator's, and both the
+    config check and the sidecar see it at the configured path."""
+    cfg = sidecar_config(rendered)
+    spec = helpers.pod_spec(gateway(rendered))
+    volume = {v["name"]: v for v in spec["volumes"]}["admin-token"]["secret"]
+    if value_set == "existing-secret":
+        assert volume["secretName"] == "payments-admin-token"
+        assert volume["items"] == [{"key": "token", "path": "token"}]
+        assert not rendered.of_kind("Secret")
+    else:
+        secret = rendered.get("Secret", f"{helpers.fullname()}-admin-token")
+        assert volume["secretName"] == secret["metadata"]["name"]
+        assert volume["items"] == [{"key": "admin-token", "path": "token"}]
+        token = helpers.secret_data(secret)["admin-token"]
+        assert re.fullmatch(r"[A-Za-z0-9]{48}", token), token
+        assert token not in json.dumps(rendered.of_kind("ConfigMap"))
+    for container in spec["initContainers"][:2]:
+        mounts = [m for m in container["volumeMounts"] if cfg["admin"]["token_file"].startswith(m["mountPath"] + "/")]
+        assert [(m["name"], m.get("readOnly")) for m in mounts] == [("admin-token", True)], container["name"]
+
+
+def test_admin_tokens_differ_between_releases():
+    def token(name):
+        r = helpers.render(name=name)
+        return helpers.secret_data(r.get("Secret", f"{helpers.fullname(name)}-admin-token"))["admin-token"]
+
+    assert token("one") != token("two")
 
 
 def test_files_named_in_the_config_live_on_the_sidecars_volumes(rendered):

@@ -77,6 +77,19 @@ app.kubernetes.io/component: orchestrator
 {{- if .Values.existingSecret }}{{ .Values.existingSecretKey }}{{ else }}clients.yaml{{ end }}
 {{- end }}
 
+{{/* The Secret that holds the admin token, and its key there. */}}
+{{- define "paymesh.adminTokenSecretName" -}}
+{{- if .Values.sidecar.adminToken.existingSecret }}
+{{- .Values.sidecar.adminToken.existingSecret }}
+{{- else }}
+{{- printf "%s-admin-token" (include "paymesh.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "paymesh.adminTokenSecretKey" -}}
+{{- if .Values.sidecar.adminToken.existingSecret }}{{ .Values.sidecar.adminToken.existingSecretKey }}{{ else }}admin-token{{ end }}
+{{- end }}
+
 {{/* Where the app finds the orchestration service. */}}
 {{- define "paymesh.orchestratorUrl" -}}
 {{- if .Values.orchestrator.enabled }}
@@ -94,6 +107,7 @@ are fixed by the chart rather than taken from values.
 {{- define "paymesh.path.clients" -}}/etc/paymesh/clients{{- end }}
 {{- define "paymesh.path.config" -}}/etc/paymesh/config{{- end }}
 {{- define "paymesh.path.tls" -}}/etc/paymesh/tls{{- end }}
+{{- define "paymesh.path.admin" -}}/etc/paymesh/admin{{- end }}
 {{- define "paymesh.path.state" -}}/var/lib/paymesh{{- end }}
 {{- define "paymesh.path.run" -}}/run/paymesh{{- end }}
 {{- define "paymesh.path.data" -}}/var/lib/paymesh-orchestrator{{- end }}
@@ -124,7 +138,9 @@ by the config init container). Keys the chart owns win over values.
 {{- $cfg := dict
   "listen" (printf "%s:%d" .Values.sidecar.listenHost (int .Values.sidecar.port))
   "app" (printf "127.0.0.1:%d" (int .Values.app.port))
-  "admin" (printf "%s:%d" .Values.sidecar.adminHost (int .Values.sidecar.adminPort))
+  "admin" (dict
+      "listen" (printf "%s:%d" .Values.sidecar.adminHost (int .Values.sidecar.adminPort))
+      "token_file" (printf "%s/token" (include "paymesh.path.admin" .)))
   "limits" (deepCopy $c.limits)
   "migration" (merge (dict "cache_file" (printf "%s/migration.json" (include "paymesh.path.state" .))) (deepCopy $c.migration))
   "overload" (merge (dict
