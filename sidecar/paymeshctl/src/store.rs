@@ -102,12 +102,32 @@ pub enum Cas {
 
 /// Who is acting: `user@host pid N`, in history records and lock values.
 pub fn actor() -> Value {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .or_else(user_from_uid)
+        .unwrap_or_else(|| "unknown".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "unknown".into());
     json!({ "user": user, "host": host, "pid": std::process::id() })
+}
+
+/// The login name of this process's uid, from /etc/passwd (no `USER` in
+/// containers and cron jobs).
+fn user_from_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.to_owned();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)? == uid).then(|| name.to_owned())
+        })
+        .or(Some(format!("uid {uid}")))
 }
 
 /// `alice@box pid 42`.
