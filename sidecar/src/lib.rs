@@ -16,6 +16,7 @@ pub mod config;
 pub mod connections;
 pub mod ctx;
 pub mod error;
+pub mod fleet;
 pub mod layers;
 pub mod migration;
 pub mod observe;

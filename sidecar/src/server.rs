@@ -103,6 +103,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
         migration_sync: SyncStatus::default(),
         components: Components::default(),
         overload,
+        fleet: crate::fleet::FleetControl::new(&metrics.registry),
         metrics,
         access_log,
         inflight: AtomicU32::new(0),
@@ -126,6 +127,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     sync.load_cache();
     tokio::spawn(sync.run());
     crate::overload::spawn(&shared, rx.clone());
+    tokio::spawn(crate::fleet::run(shared.clone(), rx.clone()));
     tokio::spawn(crate::readiness::probe_loop(shared.clone(), rx.clone()));
     tokio::spawn(crate::reload::watch(shared, rx));
     tracing::info!(

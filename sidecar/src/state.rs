@@ -19,7 +19,8 @@ use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
 use crate::components::Components;
-use crate::config::{Config, ConfigErrors, Loaded, Rate};
+use crate::config::{Config, ConfigErrors, Loaded, Rate, Scope};
+use crate::fleet::FleetControl;
 use crate::layers::throttle::TokenBucket;
 use crate::migration::{MigrationTable, SyncStatus};
 use crate::observe::metrics::ClientSeries;
@@ -35,6 +36,8 @@ pub struct ClientEntry {
     pub header: HeaderValue,
     key_sha256: Option<[u8; 32]>,
     pub rate: Rate,
+    /// `Fleet`: `bucket` holds this sidecar's share, set by `crate::fleet`.
+    pub scope: Scope,
     pub bucket: Arc<TokenBucket>,
     /// `paymesh_throttled_total{client}`, resolved once.
     pub throttled: IntCounter,
@@ -56,17 +59,25 @@ impl Clients {
             .iter()
             .map(|c| {
                 // Keep a client's bucket across reloads unless its rate
-                // changed, so a reload is not a free burst.
+                // changed, so a reload is not a free burst. A fleet client's
+                // new bucket starts at the floor until the fleet task sets
+                // its share.
                 let bucket = previous
                     .and_then(|p| p.by_id(&c.id))
-                    .filter(|old| old.rate == c.rate)
+                    .filter(|old| old.rate == c.rate && old.scope == c.scope)
                     .map(|old| old.bucket.clone())
-                    .unwrap_or_else(|| Arc::new(TokenBucket::new(c.rate)));
+                    .unwrap_or_else(|| {
+                        Arc::new(TokenBucket::new(match c.scope {
+                            Scope::Local => c.rate,
+                            Scope::Fleet => crate::fleet::startup_rate(c.rate, config.fleet.min_share),
+                        }))
+                    });
                 Arc::new(ClientEntry {
                     id: Arc::from(c.id.as_str()),
                     header: HeaderValue::from_str(&c.id).expect("validated client id"),
                     key_sha256: c.api_key_sha256,
                     rate: c.rate,
+                    scope: c.scope,
                     bucket,
                     throttled: metrics.throttled_for(&c.id),
                     series: metrics.client_series(&c.id),
@@ -163,6 +174,8 @@ pub struct Shared {
     pub components: Components,
     /// The switch board that flips `components` under overload.
     pub overload: OverloadControl,
+    /// Fleet membership and this sidecar's shares of `scope: fleet` rates.
+    pub fleet: FleetControl,
     pub metrics: Metrics,
     pub access_log: AccessLogWriter,
     /// Requests admitted past `limits.max_inflight`'s check.

@@ -19,6 +19,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 mod etcd;
+pub mod fleet;
 pub mod migration;
 pub mod pod;
 mod prometheus;

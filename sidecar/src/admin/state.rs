@@ -17,7 +17,7 @@ pub fn render(shared: &Shared) -> String {
         .map(|c| {
             json!({
                 "id": &*c.id,
-                "rate": { "per_second": c.rate.per_second, "burst": c.rate.burst },
+                "rate": { "per_second": c.rate.per_second, "burst": c.rate.burst, "scope": c.scope.as_str() },
                 "cert_names": c.cert_names,
             })
         })
@@ -86,6 +86,7 @@ pub fn render(shared: &Shared) -> String {
             "revision": shared.migration_sync.revision.load(Ordering::Relaxed),
         },
         "components": components,
+        "fleet": shared.fleet.state(),
         "overload": shared.overload.overload_state(&config.overload),
         "ready": {
             "app_reachable": shared.app_reachable.load(Ordering::Relaxed),

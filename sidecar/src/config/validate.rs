@@ -158,7 +158,20 @@ impl Problems {
                 self.push(format!("clients[{i}].rate.scope"), "fleet needs etcd (migration.etcd_endpoints)");
             }
         }
-        Config { listen, app, admin, admin_token, workers, tls, clients, limits, migration, overload, access_log, fleet }
+        Config {
+            listen,
+            app,
+            admin,
+            admin_token,
+            workers,
+            tls,
+            clients,
+            limits,
+            migration,
+            overload,
+            access_log,
+            fleet,
+        }
     }
 
     fn clients(&mut self, raw: Vec<super::raw::RawClient>, mtls: bool) -> Vec<Client> {

@@ -4,11 +4,18 @@
 //! bucket) in a single `AtomicU64`: one compare-and-swap per request, no
 //! lock, no background refill. Over the rate, the answer is 429 with
 //! `Retry-After` and the `RateLimit-*` headers. Never shed.
+//!
+//! A `scope: fleet` client's bucket is the same bucket: the fleet task
+//! (`crate::fleet`) swaps its rate and burst with [`TokenBucket::set_rate`],
+//! plain atomic stores that the request path reads with relaxed loads, so a
+//! share change costs a request nothing. Every bucket also counts what it
+//! admitted and refused (one relaxed add beside the compare-and-swap, in the
+//! same cache line), which is the demand the fleet task reports.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -29,15 +36,24 @@ static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-rema
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// A token bucket of `burst` tokens refilled at `per_second`.
+///
+/// `interval`, `tolerance` and `burst` are atomics only so that
+/// [`set_rate`](Self::set_rate) can change them under running requests; a
+/// request that reads one old and one new value during a change decides as
+/// either rate would have, give or take one token.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct TokenBucket {
     /// Theoretical arrival time of the next request, in ns since `epoch()`.
     tat: AtomicU64,
+    /// Requests admitted and refused since the fleet task last took them.
+    admitted: AtomicU64,
+    refused: AtomicU64,
     /// Nanoseconds per token.
-    interval: u64,
+    interval: AtomicU64,
     /// How far `tat` may run ahead of now: `burst` tokens' worth.
-    tolerance: u64,
-    burst: u32,
+    tolerance: AtomicU64,
+    burst: AtomicU32,
 }
 
 /// The bucket's answer.
@@ -79,29 +95,61 @@ impl TokenBucket {
     }
 
     pub fn new(rate: Rate) -> Self {
-        // `as` saturates (and NaN becomes 0): clamp into [1, MAX_SPAN_NS] so
-        // the sums in `try_acquire` cannot reach `u64::MAX` either.
-        let interval = ((1e9 / rate.per_second) as u64).clamp(1, MAX_SPAN_NS);
+        let (interval, tolerance) = Self::params(rate);
         Self {
             tat: AtomicU64::new(0),
-            interval,
-            tolerance: interval.saturating_mul(u64::from(rate.burst)).min(MAX_SPAN_NS),
-            burst: rate.burst,
+            admitted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            interval: AtomicU64::new(interval),
+            tolerance: AtomicU64::new(tolerance),
+            burst: AtomicU32::new(rate.burst),
         }
     }
 
+    /// `rate` as (ns per token, ns of burst window).
+    fn params(rate: Rate) -> (u64, u64) {
+        // `as` saturates (and NaN becomes 0): clamp into [1, MAX_SPAN_NS] so
+        // the sums in `try_acquire` cannot reach `u64::MAX` either.
+        let interval = ((1e9 / rate.per_second) as u64).clamp(1, MAX_SPAN_NS);
+        (interval, interval.saturating_mul(u64::from(rate.burst)).min(MAX_SPAN_NS))
+    }
+
+    /// Changes the rate and burst in place, keeping the bucket's state: a
+    /// lower rate makes requests wait out what they already took, a higher
+    /// one is no free burst beyond the new `burst`.
+    pub fn set_rate(&self, rate: Rate) {
+        let (interval, tolerance) = Self::params(rate);
+        self.interval.store(interval, Ordering::Relaxed);
+        self.tolerance.store(tolerance, Ordering::Relaxed);
+        self.burst.store(rate.burst, Ordering::Relaxed);
+    }
+
+    /// The rate in force, as requests per second.
+    pub fn per_second(&self) -> f64 {
+        1e9 / self.interval.load(Ordering::Relaxed) as f64
+    }
+
     pub fn burst(&self) -> u32 {
-        self.burst
+        self.burst.load(Ordering::Relaxed)
+    }
+
+    /// Admitted and refused requests since the last call (each counter is
+    /// taken and zeroed atomically).
+    pub fn take_counts(&self) -> (u64, u64) {
+        (self.admitted.swap(0, Ordering::Relaxed), self.refused.swap(0, Ordering::Relaxed))
     }
 
     /// Takes a token at time `now` (ns since `epoch()`), if there is one.
     pub fn try_acquire(&self, now: u64) -> Decision {
+        let interval = self.interval.load(Ordering::Relaxed);
+        let tolerance = self.tolerance.load(Ordering::Relaxed);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             // Saturating: no rate, burst or clock reading may panic or wrap.
-            let next = tat.max(now).saturating_add(self.interval);
-            let limit = now.saturating_add(self.tolerance);
+            let next = tat.max(now).saturating_add(interval);
+            let limit = now.saturating_add(tolerance);
             if next > limit {
+                self.refused.fetch_add(1, Ordering::Relaxed);
                 return Decision::Deny {
                     retry_after: Duration::from_nanos(next - limit),
                     reset: Duration::from_nanos(tat.saturating_sub(now)),
@@ -109,7 +157,8 @@ impl TokenBucket {
             }
             match self.tat.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => {
-                    let remaining = (limit - next) / self.interval;
+                    self.admitted.fetch_add(1, Ordering::Relaxed);
+                    let remaining = (limit - next) / interval;
                     return Decision::Allow { remaining: remaining.min(u64::from(u32::MAX)) as u32 };
                 }
                 Err(actual) => tat = actual,
@@ -295,6 +344,30 @@ mod tests {
         assert!(TokenBucket::check(rate(1e9, 1)).is_ok());
         assert!(TokenBucket::check(rate(1000.0, u32::MAX)).is_ok());
         assert!(TokenBucket::check(rate(0.001, 1000)).is_ok());
+    }
+
+    #[test]
+    fn set_rate_changes_a_running_bucket_in_place() {
+        let b = bucket(10.0, 2);
+        let t0 = 100 * S;
+        assert!(matches!(b.try_acquire(t0), Decision::Allow { .. }));
+        assert!(matches!(b.try_acquire(t0), Decision::Allow { .. }));
+        assert!(matches!(b.try_acquire(t0), Decision::Deny { .. }));
+        // Faster: a token every 10 ms, burst 4. What was taken stays taken
+        // (the old rate's 200 ms), so the new rate admits from 170 ms on.
+        b.set_rate(Rate { per_second: 100.0, burst: 4 });
+        assert_eq!(b.burst(), 4);
+        assert!((b.per_second() - 100.0).abs() < 1e-6);
+        let allowed = (0..100).filter(|i| matches!(b.try_acquire(t0 + i * S / 100), Decision::Allow { .. })).count();
+        assert_eq!(allowed, 83);
+        // Slower: one per second from now on, no burst beyond one.
+        b.set_rate(Rate { per_second: 1.0, burst: 1 });
+        let t1 = t0 + 10 * S;
+        let allowed = (0..1000).filter(|i| matches!(b.try_acquire(t1 + i * S / 100), Decision::Allow { .. })).count();
+        assert!((10..=11).contains(&allowed), "{allowed}");
+        let (admitted, refused) = b.take_counts();
+        assert_eq!(admitted as usize + refused as usize, 3 + 100 + 1000);
+        assert_eq!(b.take_counts(), (0, 0));
     }
 
     #[test]

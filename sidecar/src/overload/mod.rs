@@ -261,7 +261,9 @@ async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-fn pod_name() -> String {
+/// Who this sidecar is in etcd keys: `POD_NAME`, else `HOSTNAME`, else the
+/// kernel's hostname (switch records and fleet membership alike).
+pub(crate) fn pod_name() -> String {
     ["POD_NAME", "HOSTNAME"]
         .iter()
         .filter_map(|k| std::env::var(k).ok())
