@@ -377,6 +377,17 @@ def test_prometheus_rule_selector_severity_and_switches(render_set):
         assert "namespace=" not in a["expr"]
 
 
+def test_prometheus_rule_with_every_alert_off_renders_no_rule_object():
+    # An empty rules list is an invalid PrometheusRule: nothing is rendered.
+    values = helpers.deep_merge(
+        helpers.load_values("everything"),
+        {"prometheusRule": {"alerts": {name: {"enabled": False} for name in ALERTS}}},
+    )
+    assert helpers.render(values).of_kind("PrometheusRule") == []
+    one = helpers.deep_merge(values, {"prometheusRule": {"alerts": {"PaymeshThrottling": {"enabled": True}}}})
+    assert set(rule_alerts(helpers.render(one))) == {"PaymeshThrottling"}
+
+
 def test_orchestrator_demo(render_set):
     def app_env(r):
         return {e["name"]: e["value"] for e in helpers.pod_spec(gateway(r))["containers"][0]["env"]}
