@@ -142,7 +142,7 @@ pub fn strip_paymesh(headers: &mut HeaderMap) {
 
 /// A client's id is kept if it is short visible ASCII, so it is safe to
 /// log and to echo back.
-fn acceptable_request_id(v: &HeaderValue) -> bool {
+pub fn acceptable_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| (0x21..0x7f).contains(c))
 }
