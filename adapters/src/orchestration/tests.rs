@@ -33,8 +33,11 @@ fn charges_map_units_currency_state_and_time() {
     assert_eq!((c.source.as_str(), c.description.as_deref()), ("tok_visa", Some("m")));
     assert!(!c.refunded);
     assert_eq!(c.created, 1_795_514_400);
-    assert!(charge(wf_charge("REFUNDED")).unwrap().refunded);
-    assert!(!charge(wf_charge("PARTIALLY_REFUNDED")).unwrap().refunded);
+    // The state and the refunded amount must agree (see `charge`).
+    let refunded = |state: &str, value: &str| WfCharge { refunded_amount: usd(value), ..wf_charge(state) };
+    assert!(charge(refunded("REFUNDED", "10.50")).unwrap().refunded);
+    assert!(!charge(refunded("PARTIALLY_REFUNDED", "1.00")).unwrap().refunded);
+    assert_eq!(charge(refunded("REFUNDED", "0.00")).unwrap_err().status, 502);
     assert_eq!(charge(wf_charge("EXPLODED")).unwrap_err().status, 502);
 }
 
