@@ -9,7 +9,9 @@
 //! leases.
 
 use paymesh_system_tests::fleet::{FAST, Load, Member, share_sum, upstream};
-use paymesh_system_tests::{Etcd, eventually};
+use paymesh_system_tests::sidecar::metric;
+use paymesh_system_tests::{Etcd, bin, eventually};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const RATE: f64 = 300.0;
@@ -74,7 +76,8 @@ fn secs(s: f64) -> Duration {
 async fn uneven_load_across_four_sidecars_admits_the_fleet_rate() {
     let _one = SERIAL.lock().await;
     let f = Fleet::start(4).await;
-    let load = Load::start(&f.urls(), &[700, 100, 100, 100], secs(9.0));
+    // Measured from 3 s to 9 s; the load runs on while paymeshctl looks.
+    let load = Load::start(&f.urls(), &[700, 100, 100, 100], secs(11.0));
     tokio::time::sleep(secs(9.2)).await;
     let t = &load.tally;
     let (from, to) = (secs(3.0), secs(9.0));
@@ -92,6 +95,71 @@ async fn uneven_load_across_four_sidecars_admits_the_fleet_rate() {
     let share = state["fleet"]["shares"]["checkout"]["per_second"].as_f64().unwrap();
     assert!(share > 150.0, "{state}");
     assert_eq!(state["fleet"]["members"].as_array().unwrap().len(), 4, "{state}");
+
+    // The operator's view: every member, the fleet's demand and shares.
+    let out = std::process::Command::new(bin("paymeshctl"))
+        .args(["--etcd", &f.etcd.url, "fleet", "--json"])
+        .output()
+        .expect("paymeshctl runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = view["clients"]["checkout"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{view}");
+    let shares: f64 = rows.iter().map(|r| r["share_per_second"].as_f64().unwrap()).sum();
+    let demand: f64 = rows.iter().map(|r| r["demand_per_second"].as_f64().unwrap()).sum();
+    assert!((shares - RATE).abs() < RATE * 0.05, "{view}");
+    assert!(demand > 800.0, "{view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_member_records_are_refused_and_cannot_starve_a_member() {
+    let _one = SERIAL.lock().await;
+    let f = Fleet::start(2).await;
+    let _load = Load::start(&f.urls(), &[200, 200], secs(8.0));
+    let greedy = r#"{"v":1,"pod":"greedy","at_ms":1,"interval_ms":1000,"reports":9,"clients":{"checkout":{"admitted":10000000,"refused":0,"share":0}}}"#;
+    for (key, value) in [
+        ("evil", "not json"),
+        (
+            "nan",
+            r#"{"v":1,"pod":"nan","at_ms":1,"interval_ms":1000,"reports":1,"clients":{"checkout":{"admitted":-1,"refused":0,"share":0}}}"#,
+        ),
+        (
+            "huge",
+            r#"{"v":1,"pod":"huge","at_ms":1,"interval_ms":1000,"reports":1,"clients":{"checkout":{"admitted":1e300,"refused":0,"share":0}}}"#,
+        ),
+        ("liar", greedy),
+        ("greedy", greedy),
+        ("a/b", greedy),
+    ] {
+        f.etcd.put(&format!("/paymesh/fleet/{key}"), value);
+    }
+    // Only `greedy` counts: three members, and it claims the most demand
+    // a record may claim. Each real member still keeps its floor.
+    eventually(secs(5.0), "the greedy member to count", || async {
+        f.members[0].state().await["fleet"]["members"].as_array().map_or(0, Vec::len) == 3
+    })
+    .await;
+    tokio::time::sleep(secs(1.0)).await;
+    let floor = RATE / 3.0 * 0.1;
+    for m in &f.members {
+        let share = m.share().await.unwrap();
+        assert!(share >= floor * 0.99 && share < RATE / 3.0, "share {share}, floor {floor}");
+        let scrape = String::from_utf8_lossy(
+            &paymesh_system_tests::Client::new().get(&format!("{}/metrics", m.admin), &[]).await.body,
+        )
+        .into_owned();
+        for reason in ["malformed", "number", "pod"] {
+            let n = metric(&scrape, &format!("paymesh_fleet_records_refused_total{{reason=\"{reason}\"}}"));
+            assert!(n.unwrap_or(0.0) >= 1.0, "{reason} refusals counted: {scrape}");
+        }
+    }
+    // Deleting the record gives its share back.
+    f.etcd.delete("/paymesh/fleet/greedy");
+    let members: Vec<&Member> = f.members.iter().collect();
+    eventually(secs(5.0), "the real members to hold the rate again", || async {
+        (share_sum(&members).await - RATE).abs() < 1.0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,10 +4,11 @@
 //! per-client overrides under `<prefix>/migration/<feature>/clients/<id>`);
 //! this tool reads and validates them, ramps them step by step under a
 //! health guard (yielding to any other writer), lists the overload switch
-//! records, and shows a sidecar's state. It never writes a value the
-//! sidecars would refuse.
+//! records and the fleet quota members, and shows a sidecar's state. It
+//! never writes a value the sidecars would refuse.
 
 mod admin;
+mod fleet;
 mod lock;
 mod observe;
 mod progress;
@@ -76,6 +77,13 @@ enum Command {
         /// At most this many, newest last.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+    },
+    /// Fleet quota members and, per `scope: fleet` client, each member's
+    /// demand, admitted and refused rates and share, from etcd.
+    Fleet {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// A sidecar's /admin/state, readably.
     State {
@@ -277,6 +285,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let skip = matching.len().saturating_sub(limit);
             for r in matching.drain(skip..) {
                 println!("{}", show::event_line(&r));
+            }
+        }
+        Command::Fleet { json } => {
+            let mut store = Store::connect(&cli.etcd, &cli.prefix).await?;
+            let dir = format!("{}/fleet/", store.prefix());
+            let members = fleet::parse(&dir, store.list("fleet").await?);
+            if json {
+                println!("{}", fleet::to_json(&members));
+            } else {
+                print!("{}", fleet::table(&members, store::now_ms()));
             }
         }
         Command::Reload { target } => {
