@@ -16,8 +16,11 @@ use paymesh_adapters::orchestration::{Answer, AnswerKind, read_answer};
 use paymesh_app::validate;
 use paymesh_vocab::{ApiPath, Feature, IdKind};
 
+/// A target: bytes in, a panic on a broken property.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name (the names of `src/bin/` and `corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("etcd_values", etcd_values),
     ("telemetry", telemetry),
@@ -162,7 +165,7 @@ fn path_reading(path: &str) {
             };
             assert_eq!(spelled, path);
             if let Some(id) = p.id {
-                assert!(!id.is_empty() && !id.contains(['/', '%']) && id != "." && id != "..");
+                assert!(!id.is_empty() && !id.contains('/') && id != "." && id != "..");
                 // The app's id check agrees with the kind's format.
                 let kind = p.feature.id_kind().expect("a feature has an id kind");
                 assert_eq!(validate::path_id(p.feature, id).is_ok(), kind.matches(id), "{id:?}");
