@@ -145,6 +145,23 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// A problem with `key`. Both are printed one per line (`--check-config`,
+    /// the reload log), and both may quote the file's own bytes (serde names
+    /// an unknown key as written): control characters are escaped, so a
+    /// hostile or broken file cannot forge or split report lines.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { key: one_line(key.into()), message: one_line(message.into()) }
+    }
+}
+
+fn one_line(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.key, self.message)
@@ -169,7 +186,7 @@ impl fmt::Display for ConfigErrors {
 
 impl ConfigErrors {
     pub fn one(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self(vec![ConfigError { key: key.into(), message: message.into() }])
+        Self(vec![ConfigError::new(key, message)])
     }
 }
 

@@ -246,3 +246,13 @@ fn max_connections_defaults_from_the_descriptor_limit_and_is_checked() {
         assert_eq!(e.0[0].key, "limits.max_connections", "{e}");
     }
 }
+
+#[test]
+fn problems_stay_on_one_line_whatever_the_file_holds() {
+    // Found by the `config` fuzz target: serde quotes an unknown key as
+    // written, newlines and all, which split the --check-config report.
+    let errors = super::from_yaml(b"{ <\n\n\n\n\"d17c6600b1").unwrap_err();
+    let report = errors.to_string();
+    assert_eq!(report.lines().count(), errors.0.len(), "{report}");
+    assert!(report.contains("\\n"), "{report}");
+}

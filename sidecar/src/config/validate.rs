@@ -49,7 +49,7 @@ struct Problems(Vec<ConfigError>);
 
 impl Problems {
     fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError { key: key.into(), message: message.into() });
+        self.0.push(ConfigError::new(key, message));
     }
 
     fn config(&mut self, raw: RawConfig) -> Config {
