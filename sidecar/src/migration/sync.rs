@@ -82,7 +82,13 @@ impl Cache {
 
     pub fn load(path: &Path) -> Result<Cache, String> {
         let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-        let cache: Cache = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        Self::parse(&bytes)
+    }
+
+    /// Parses and checks a cache file's bytes: every percent as an etcd
+    /// value would be checked.
+    pub fn parse(bytes: &[u8]) -> Result<Cache, String> {
+        let cache: Cache = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         for (name, v) in [("charge", cache.charge), ("refund", cache.refund), ("disbursement", cache.disbursement)] {
             if let Some(p) = v {
                 parse_percent(&p.to_string()).map_err(|e| format!("{name}: {e}"))?;
