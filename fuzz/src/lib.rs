@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("request_headers", request_headers),
     ("app_bodies", app_bodies),
     ("orchestration_answers", orchestration_answers),
+    ("prom_text", prom_text),
 ];
 
 /// The sidecar config: YAML → typed config → validation, as `--config`,
@@ -312,4 +313,35 @@ fn assert_exact(body: &[u8], field: &str, minor: u64, currency: &str) {
     assert_eq!(paymesh_adapters::currency::to_minor(value, currency), Some(minor), "{value} {currency}");
     let major = paymesh_adapters::currency::to_major(minor, currency).expect("a known currency");
     assert_eq!(paymesh_adapters::currency::to_minor(&major, currency), Some(minor));
+}
+
+/// What `paymeshctl migration ramp` reads to judge a step: a sidecar's
+/// Prometheus text (`--sidecars`) and a Prometheus server's answers
+/// (`--prometheus`). Both come over the network: a figure that cannot be
+/// trusted must be no evidence, never a NaN that passes every guard.
+///
+/// Input: the first byte picks the reader, the rest is the text.
+pub fn prom_text(data: &[u8]) {
+    use paymeshctl::prom::{View, scalar};
+    let Some((which, body)) = data.split_first() else { return };
+    let text = String::from_utf8_lossy(body);
+    if which % 2 == 0 {
+        let client = (which % 4 == 2).then_some("checkout");
+        let v = View::parse(&text, "charge", client);
+        for f in [&v.orchestration, &v.legacy] {
+            for q in [0.5, 0.99, 1.0] {
+                if let Some(p) = f.quantile(q) {
+                    assert!(p.is_finite() && p >= 0.0, "quantile {q} = {p}");
+                    let top = f.buckets.keys().map(|le| le.0).filter(|b| b.is_finite()).fold(0.0, f64::max);
+                    assert!(p <= top, "quantile {q} = {p} above the largest bound {top}");
+                }
+            }
+            let nothing = f.since(f);
+            assert!(nothing.requests == 0.0 || !f.requests.is_finite(), "{nothing:?}");
+        }
+    } else if let Ok(Some(v)) = scalar(&text) {
+        let answer: serde_json::Value = serde_json::from_str(&text).expect("an accepted answer is JSON");
+        assert_eq!(answer["status"], "success");
+        let _ = v;
+    }
 }

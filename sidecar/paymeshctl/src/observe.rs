@@ -9,7 +9,7 @@
 //! sidecar not yet serving the step's percent, Prometheus unreachable or
 //! short of samples. A missing signal is never read as a healthy one.
 
-use crate::prom::{Figures, View};
+use crate::prom::{Figures, View, scalar};
 use crate::store::format_percent;
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -273,17 +273,6 @@ async fn prometheus(http: &Http, base: &str, selector: Option<&str>, scope: &Sco
     }
     covered(&orchestration, &mut missing);
     Evidence { orchestration, legacy, missing }
-}
-
-/// The single value of an instant-vector answer; `None` when empty.
-pub fn scalar(body: &str) -> anyhow::Result<Option<f64>> {
-    let v: serde_json::Value = serde_json::from_str(body).context("Prometheus answer is not JSON")?;
-    if v["status"] != "success" {
-        bail!("Prometheus query failed: {}", v["error"]);
-    }
-    let Some(first) = v["data"]["result"].as_array().and_then(|r| r.first()) else { return Ok(None) };
-    let text = first["value"][1].as_str().context("Prometheus sample without a value")?;
-    Ok(Some(text.parse().with_context(|| format!("Prometheus value {text:?}"))?))
 }
 
 fn encode(q: &str) -> String {

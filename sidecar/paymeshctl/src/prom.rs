@@ -7,6 +7,7 @@
 //! evidence at all: whether `detailed_metrics` is on, how often it was
 //! switched off, and the percent the sidecar serves.
 
+use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 
 /// One scrape's figures for a (feature, route).
@@ -159,8 +160,18 @@ impl Figures {
     }
 
     /// The q-quantile in seconds, interpolated inside its bucket as
-    /// Prometheus' `histogram_quantile` does; `None` without observations.
+    /// Prometheus' `histogram_quantile` does; `None` without observations,
+    /// or when the buckets make no histogram (a count that is not finite or
+    /// goes down): a figure that cannot be trusted is no evidence, and must
+    /// never pass a guard the way a NaN passes every comparison.
     pub fn quantile(&self, q: f64) -> Option<f64> {
+        let counts: Vec<f64> = self.buckets.values().copied().collect();
+        if counts.iter().any(|c| !c.is_finite() || *c < 0.0) || counts.windows(2).any(|w| w[1] < w[0]) {
+            return None;
+        }
+        if self.buckets.keys().any(|le| le.0.is_nan() || le.0 < 0.0) {
+            return None;
+        }
         let total =
             self.buckets.get(&OrderedF64(f64::INFINITY)).copied().or_else(|| self.buckets.values().last().copied())?;
         if total <= 0.0 {
@@ -202,6 +213,17 @@ fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = pair.split_once('=')?;
         (k.trim() == name).then(|| v.trim().trim_matches('"'))
     })
+}
+
+/// The single value of an instant-vector answer; `None` when empty.
+pub fn scalar(body: &str) -> anyhow::Result<Option<f64>> {
+    let v: serde_json::Value = serde_json::from_str(body).context("Prometheus answer is not JSON")?;
+    if v["status"] != "success" {
+        bail!("Prometheus query failed: {}", v["error"]);
+    }
+    let Some(first) = v["data"]["result"].as_array().and_then(|r| r.first()) else { return Ok(None) };
+    let text = first["value"][1].as_str().context("Prometheus sample without a value")?;
+    Ok(Some(text.parse().with_context(|| format!("Prometheus value {text:?}"))?))
 }
 
 #[cfg(test)]

@@ -1,0 +1,5 @@
+//! The parts of `paymeshctl` that read untrusted input, as a library: the
+//! Prometheus text a sidecar serves and the answers of a Prometheus server
+//! (the fuzz targets call them). The command itself is `main.rs`.
+
+pub mod prom;
