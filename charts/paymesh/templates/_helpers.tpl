@@ -147,6 +147,7 @@ by the config init container). Keys the chart owns win over values.
       "telemetry_file" (printf "%s/telemetry.json" (include "paymesh.path.run" .))
       "events_file" (printf "%s/switch-events.jsonl" (include "paymesh.path.state" .))) (deepCopy $c.overload))
   "access_log" (deepCopy $c.access_log)
+  "fleet" (deepCopy ($c.fleet | default dict))
 }}
 {{- if .Values.sidecar.tls.enabled }}
 {{- $_ := required "sidecar.tls.secretName is required when sidecar.tls.enabled is true" .Values.sidecar.tls.secretName }}

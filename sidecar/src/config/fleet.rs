@@ -133,6 +133,34 @@ mod tests {
         if errs.is_empty() { Ok(f) } else { Err(errs) }
     }
 
+    const CLIENT: &str = r#"
+listen: "127.0.0.1:8080"
+app: "127.0.0.1:8081"
+clients:
+  - id: checkout
+    api_key_sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+"#;
+
+    #[test]
+    fn scope_is_local_unless_fleet_and_fleet_needs_etcd() {
+        let c = crate::config::from_yaml(format!("{CLIENT}    rate: {{ per_second: 300 }}\n").as_bytes()).unwrap();
+        assert_eq!(c.clients[0].scope, Scope::Local);
+        assert_eq!(c.fleet, Fleet::default());
+        let yaml =
+            format!("{CLIENT}    rate: {{ per_second: 300, scope: fleet }}\nfleet: {{ report_interval: 500ms }}\n");
+        let c = crate::config::from_yaml(yaml.as_bytes()).unwrap();
+        assert_eq!(c.clients[0].scope, Scope::Fleet);
+        assert_eq!(c.fleet.report_interval, Duration::from_millis(500));
+        assert_eq!(c.fleet.lease_ttl, MIN_LEASE_TTL);
+        let yaml = format!("{CLIENT}    rate: {{ scope: fleet }}\nmigration: {{ etcd_endpoints: [] }}\n");
+        let e = crate::config::from_yaml(yaml.as_bytes()).unwrap_err();
+        assert_eq!(e.0[0].key, "clients[0].rate.scope", "{e}");
+        let e = crate::config::from_yaml(format!("{CLIENT}    rate: {{ scope: global }}\n").as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("global"), "{e}");
+        let e = crate::config::from_yaml(format!("{CLIENT}fleet: {{ interval: 1s }}\n").as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("interval"), "{e}");
+    }
+
     #[test]
     fn defaults_and_derived_lease() {
         assert_eq!(check(RawFleet::default()).unwrap(), Fleet::default());
