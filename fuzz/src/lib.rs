@@ -102,6 +102,30 @@ pub fn etcd_values(data: &[u8]) {
         let again = paymesh_sidecar::migration::Cache::parse(&bytes).expect("a stored cache loads");
         assert_eq!(bp(&again), values);
     }
+    fleet_record(data);
+}
+
+/// A fleet member record (`<prefix>/fleet/<pod>`, written by any holder of
+/// the prefix): what is accepted has finite, bounded demand, survives the
+/// sidecar's own write → read, and cannot move the split off the rate or
+/// below another member's floor.
+fn fleet_record(data: &[u8]) {
+    use paymesh_sidecar::fleet::share::{MAX_DEMAND, allocate, parse_record};
+    let pod = serde_json::from_slice::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| v["pod"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "pod".to_owned());
+    let Ok(record) = parse_record(&pod, data) else { return };
+    let again = parse_record(&pod, &serde_json::to_vec(&record).expect("a record serializes")).expect("re-read");
+    assert_eq!(again, record);
+    for id in record.clients.keys() {
+        let Some(d) = record.demand(id) else { continue };
+        assert!(d.is_finite() && (0.0..=MAX_DEMAND).contains(&d), "demand {d}");
+        let shares = allocate(300.0, 0.1, &[Some(d), Some(10.0), None]);
+        let sum: f64 = shares.iter().sum();
+        assert!((sum - 300.0).abs() < 1e-6, "{shares:?}");
+        assert!(shares[1] >= 10.0 - 1e-9, "a member lost its floor: {shares:?}");
+    }
 }
 
 /// The telemetry file the daemon writes and the sidecar reads.
