@@ -6,7 +6,7 @@ JOBS        ?= 2
 CARGO_FLAGS ?= -j$(JOBS)
 VENV        := target/chart-venv
 
-.PHONY: all deps build release run test test-rust test-charts test-fuzz lint fmt clippy bench soak fuzz clean-run
+.PHONY: all deps build release run test test-rust test-charts test-fuzz lint fmt clippy bench soak fuzz clean-run bench-fleet
 
 all: build
 
@@ -61,6 +61,14 @@ clean-run:
 bench: deps
 	JOBS=$(JOBS) python3 bench/harness/bench.py
 	@if [ "$${SOAK_DURATION:-300}" != 0 ]; then $(MAKE) --no-print-directory soak; fi
+
+## bench-fleet: fleet quotas against a real etcd: accuracy and convergence
+## after a traffic shift, a leave and a join for 2, 4 and 8 sidecars
+## (tests/examples/fleet_quota.rs), then the throttle's per-request cost
+## with scope fleet vs local (criterion, bench/benches/fleet_throttle.rs).
+bench-fleet: build
+	$(CARGO) run $(CARGO_FLAGS) -p paymesh-system-tests --example fleet_quota
+	$(CARGO) bench $(CARGO_FLAGS) -p paymesh-bench --bench fleet_throttle
 
 ## soak: the whole pod (orchestrator, app, telemetryd, sidecar with a rotating
 ## file access log) under sustained mixed traffic; prints RSS and open fds of
