@@ -18,6 +18,13 @@ impl Etcd {
     /// Starts etcd with its data under `dir`; panics with a hint when the
     /// `etcd` binary is missing (`make deps` installs Debian's etcd-server).
     pub async fn start(dir: &Path) -> Etcd {
+        // A port free a moment ago may be taken before etcd binds it (by
+        // another test's ephemeral port): then take two new ones.
+        for _ in 0..4 {
+            if let Some(etcd) = Self::try_start_on(dir, free_port(), free_port()).await {
+                return etcd;
+            }
+        }
         Self::start_on(dir, free_port(), free_port()).await
     }
 
@@ -27,7 +34,27 @@ impl Etcd {
         *self = fresh;
     }
 
-    async fn start_on(dir: &Path, client_port: u16, peer_port: u16) -> Etcd {
+    /// `None` when etcd exited because a port was already in use.
+    async fn try_start_on(dir: &Path, client_port: u16, peer_port: u16) -> Option<Etcd> {
+        let (mut process, url) = Self::spawn(dir, client_port, peer_port);
+        let client = Client::new();
+        let health = format!("{url}/health");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if client.ok(&health).await {
+                return Some(Etcd { process, url, client_port, peer_port });
+            }
+            if process.wait_exit(Duration::ZERO).is_some() {
+                assert!(process.log().contains("address already in use"), "etcd exited:\n{}", process.log());
+                let _ = std::fs::remove_dir_all(dir.join("etcd-data"));
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out after 20s waiting for etcd to be healthy:\n{}", process.log());
+    }
+
+    fn spawn(dir: &Path, client_port: u16, peer_port: u16) -> (Process, String) {
         let which = std::process::Command::new("sh").args(["-c", "command -v etcd"]).output();
         let etcd = match which {
             Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
@@ -53,7 +80,11 @@ impl Etcd {
             "--initial-cluster",
             &cluster,
         ];
-        let process = Process::spawn_path("etcd", Path::new(&etcd), &args, &[], dir);
+        (Process::spawn_path("etcd", Path::new(&etcd), &args, &[], dir), url)
+    }
+
+    async fn start_on(dir: &Path, client_port: u16, peer_port: u16) -> Etcd {
+        let (process, url) = Self::spawn(dir, client_port, peer_port);
         let client = Client::new();
         let health = format!("{url}/health");
         eventually(Duration::from_secs(20), "etcd to be healthy", || client.ok(&health)).await;
