@@ -22,45 +22,41 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-protoc_ok() {
-    command -v protoc >/dev/null 2>&1 || return 1
-    local d
+# with_file NAME CONTENT CMD...: writes CONTENT (printf %b) to a temp file
+# NAME, runs CMD with the file's path appended, cleans up, returns CMD's status.
+with_file() {
+    local name=$1 content=$2 d rc
+    shift 2
     d="$(mktemp -d)"
-    printf 'syntax = "proto3";\nimport "google/protobuf/descriptor.proto";\nmessage M { google.protobuf.FileDescriptorProto f = 1; }\n' >"$d/probe.proto"
-    protoc --proto_path="$d" --descriptor_set_out=/dev/null "$d/probe.proto" >/dev/null 2>&1
-    local rc=$?
+    printf '%b' "$content" >"$d/$name"
+    "$@" "$d/$name" >/dev/null 2>&1
+    rc=$?
     rm -rf "$d"
     return $rc
+}
+
+protoc_ok() {
+    command -v protoc >/dev/null 2>&1 &&
+        with_file probe.proto 'syntax = "proto3";\nimport "google/protobuf/descriptor.proto";\nmessage M { google.protobuf.FileDescriptorProto f = 1; }\n' \
+            protoc --proto_path=/ --descriptor_set_out=/dev/null
 }
 venv_ok() {
-    local d
+    local d rc
     d="$(mktemp -d)"
     python3 -m venv "$d/v" >/dev/null 2>&1 && "$d/v/bin/python" -m pip --version >/dev/null 2>&1
-    local rc=$?
+    rc=$?
     rm -rf "$d"
     return $rc
 }
-
 promtool_ok() {
-    command -v promtool >/dev/null 2>&1 || return 1
-    local d
-    d="$(mktemp -d)"
-    printf 'groups:\n  - name: probe\n    rules:\n      - alert: Probe\n        expr: up == 0\n' >"$d/rules.yaml"
-    promtool check rules "$d/rules.yaml" >/dev/null 2>&1
-    local rc=$?
-    rm -rf "$d"
-    return $rc
+    command -v promtool >/dev/null 2>&1 &&
+        with_file rules.yaml 'groups:\n  - name: probe\n    rules:\n      - alert: Probe\n        expr: up == 0\n' \
+            promtool check rules
 }
-
 prometheus_ok() {
-    command -v prometheus >/dev/null 2>&1 && prometheus --version >/dev/null 2>&1 || return 1
-    local d
-    d="$(mktemp -d)"
-    printf 'global:\n  scrape_interval: 200ms\n  scrape_timeout: 200ms\nscrape_configs:\n  - job_name: paymesh\n    static_configs:\n      - targets: ["127.0.0.1:9901"]\n' >"$d/prometheus.yml"
-    promtool check config "$d/prometheus.yml" >/dev/null 2>&1
-    local rc=$?
-    rm -rf "$d"
-    return $rc
+    { command -v prometheus >/dev/null 2>&1 && prometheus --version >/dev/null 2>&1; } &&
+        with_file prometheus.yml 'global:\n  scrape_interval: 200ms\n  scrape_timeout: 200ms\nscrape_configs:\n  - job_name: paymesh\n    static_configs:\n      - targets: ["127.0.0.1:9901"]\n' \
+            promtool check config
 }
 
 # check NAME... : run the named checks; fill `missing` (packages) and
