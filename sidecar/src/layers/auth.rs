@@ -21,7 +21,7 @@ use crate::ctx::{self, Ctx};
 use crate::error::Reject;
 use crate::state::{ClientEntry, Shared};
 
-pub static X_PAYMESH_CLIENT: HeaderName = HeaderName::from_static("x-paymesh-client");
+pub static X_PAYMESH_CLIENT: HeaderName = HeaderName::from_static(paymesh_vocab::headers::CLIENT);
 
 #[derive(Debug, Clone)]
 pub struct AuthLayer {

@@ -19,9 +19,10 @@ use tower::{Layer, Service};
 
 use crate::ctx::Ctx;
 use crate::migration::Feature;
+use paymesh_vocab::headers;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const PAYMESH_PREFIX: &str = "x-paymesh-";
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static(headers::REQUEST_ID);
+const PAYMESH_PREFIX: &str = headers::PAYMESH_PREFIX;
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 

@@ -19,7 +19,7 @@ use crate::ctx::Ctx;
 use crate::migration::{Feature, Route, bucket_for};
 use crate::state::Shared;
 
-pub static X_PAYMESH_ROUTE: HeaderName = HeaderName::from_static("x-paymesh-route");
+pub static X_PAYMESH_ROUTE: HeaderName = HeaderName::from_static(paymesh_vocab::headers::ROUTE);
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 #[derive(Debug, Clone)]
