@@ -12,6 +12,8 @@
 #   promtool tests a rule file (chart alert tests, promtool check metrics)
 #   and the prometheus server runs and accepts a 200ms scrape config
 #     (ramp tests against a real Prometheus)    prometheus
+#   mkfs.ext4 and e2fsck run, losetup and mount exist (the store's
+#     read-only disk test)                      e2fsprogs mount
 #   rustc is at least the workspace's rust-version
 #
 # Needs root and apt-get to install; otherwise it names the exact packages
@@ -70,6 +72,8 @@ check() {
     venv_ok || missing+=(python3-venv)
     { command -v openssl >/dev/null 2>&1 && openssl version >/dev/null 2>&1; } || missing+=(openssl)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    { mkfs.ext4 -V >/dev/null 2>&1 && e2fsck -V >/dev/null 2>&1; } || missing+=(e2fsprogs)
+    { command -v losetup >/dev/null 2>&1 && command -v mount >/dev/null 2>&1; } || missing+=(mount)
     { promtool_ok && prometheus_ok; } || missing+=(prometheus)
 }
 

@@ -1,5 +1,6 @@
-//! The durable store: SQLite in WAL mode with `synchronous=FULL`, one
-//! transaction per API operation, answered only after its COMMIT returned.
+//! The durable store: SQLite in WAL mode with `synchronous=FULL`; each API
+//! operation is all-or-nothing and answered only after the COMMIT that made
+//! it durable returned (concurrent operations share one COMMIT: `db.rs`).
 //!
 //! Writes run on one connection thread (SQLite has one writer at a time
 //! anyway), reads on another, so reads never queue behind an fsync and the
@@ -150,7 +151,7 @@ impl Store {
         F: FnOnce(&rusqlite::Transaction<'_>, &Clock) -> Result<T> + Send + 'static,
     {
         let clock = self.clock();
-        self.writer.run(move |c| c.write(|tx| f(tx, &clock))).await
+        self.writer.write(move |tx| f(tx, &clock)).await
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>

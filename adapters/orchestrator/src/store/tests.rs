@@ -300,3 +300,38 @@ fn ids_are_prefixed_and_distinct() {
     assert!(a.starts_with("ch_") && a.len() == 27);
     assert_ne!(a, new_id("ch"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_committed_writes_keep_their_own_outcome_and_survive_reopen() {
+    // Charges and refunds refused for an unknown charge, all at once: they
+    // share COMMITs, a refusal undoes only its own savepoint, and every
+    // acknowledged charge is durable.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let tasks: Vec<_> = (0..100u64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    Some(charge(&store, "c", &format!("k{i}"), 100 + i).await)
+                } else {
+                    let claim = started(&store, "c", &format!("r{i}"), "f", Operation::Refund).await;
+                    let refused = store.refund(&claim, "ch_000000000000000000000000", Some(1)).await;
+                    assert!(matches!(refused, Err(StoreError::Refused(Failure::ChargeNotFound))), "{refused:?}");
+                    None
+                }
+            })
+        })
+        .collect();
+    let mut charges = Vec::new();
+    for t in tasks {
+        charges.extend(t.await.unwrap());
+    }
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(charges.len(), 50);
+    for c in &charges {
+        let read = store.charge(&c.id, &owner("c")).await.unwrap().expect("acknowledged charge after reopen");
+        assert_eq!((read.amount, read.amount_refunded), (c.amount, 0));
+    }
+}
