@@ -1,6 +1,6 @@
 //! Criterion: the throttle's per-request cost for a `scope: fleet` client
-//! against a `scope: local` one, through the sidecar's real `ThrottleLayer`
-//! and client table (`paymesh_sidecar::start` on loopback port 0).
+//! against a `scope: local` one, through the sidecar's real throttle step
+//! and client table (`paymesh_sidecar::test_util`: no sockets, no tasks).
 //!
 //! Both clients run at the same rate, far above what the loop can take, so
 //! every call takes the allow path. A third case changes the fleet
@@ -27,15 +27,26 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::Full;
 use paymesh_sidecar::body::ProxyBody;
-use paymesh_sidecar::config::{self, Loaded, Rate};
-use paymesh_sidecar::ctx::{ConnInfo, Ctx};
-use paymesh_sidecar::layers::throttle::{ThrottleLayer, now_ns};
-use paymesh_sidecar::state::ClientEntry;
+use paymesh_sidecar::config::{self, Rate};
+use paymesh_sidecar::ctx::{Answer, Call, ConnInfo, Ctx};
+use paymesh_sidecar::layers::auth::{Auth, Authenticated};
+use paymesh_sidecar::layers::throttle::{Throttle, now_ns};
+use paymesh_sidecar::layers::{Filter, FilterLayer};
+use paymesh_sidecar::state::Snapshot;
+use paymesh_sidecar::test_util;
+use sha2::{Digest, Sha256};
 use tower::{Layer, Service, service_fn};
 
 /// Far above what one core can take: every request is admitted.
 const PER_SECOND: f64 = 1e9;
 const BURST: u32 = 1_000_000_000;
+
+const LOCAL_KEY: &str = "sk_bench_local";
+const FLEET_KEY: &str = "sk_bench_fleet";
+
+fn digest(key: &str) -> String {
+    Sha256::digest(key).iter().map(|b| format!("{b:02x}")).collect()
+}
 
 fn config(dir: &std::path::Path) -> config::Config {
     let yaml = format!(
@@ -60,8 +71,8 @@ overload:
   events_file: {dir}/switch-events.jsonl
 access_log: {{ path: /dev/null }}
 "#,
-        a = "a".repeat(64),
-        b = "b".repeat(64),
+        a = digest(LOCAL_KEY),
+        b = digest(FLEET_KEY),
         dir = dir.display()
     );
     config::from_yaml(yaml.as_bytes()).unwrap_or_else(|e| panic!("bench config: {e}"))
@@ -75,41 +86,41 @@ fn ready<F: Future>(fut: F) -> F::Output {
     }
 }
 
-fn app(_req: Request<Full<Bytes>>) -> std::future::Ready<Result<Response<ProxyBody>, Infallible>> {
-    std::future::ready(Ok(Response::new(ProxyBody::full(Bytes::new()))))
+fn app(call: Authenticated<Full<Bytes>>) -> std::future::Ready<Result<Answer<ProxyBody>, Infallible>> {
+    std::future::ready(Ok(call.into_call().answer(Response::new(ProxyBody::full(Bytes::new())))))
 }
 
-fn request(conn: &Arc<ConnInfo>, client: &Arc<ClientEntry>) -> Request<Full<Bytes>> {
-    let mut req = Request::get("/v1/charges/ch_1").body(Full::new(Bytes::new())).expect("request");
-    let mut ctx = Ctx::new(conn.clone());
-    ctx.client = Some(client.clone());
-    req.extensions_mut().insert(ctx);
-    req
+/// A request of `key`'s client, authenticated (untimed): the throttle
+/// takes only authenticated calls.
+fn request(conn: &Arc<ConnInfo>, snap: &Arc<Snapshot>, key: &str) -> Authenticated<Full<Bytes>> {
+    let req = Request::get("/v1/charges/ch_1")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let call = Call { ctx: Ctx::new(conn.clone(), snap.clone(), 1), req };
+    Auth.check(call).unwrap_or_else(|_| panic!("the bench key authenticates"))
 }
 
 fn throttle(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let running = runtime
-        .block_on(paymesh_sidecar::start(Loaded { config: config(dir.path()), sha256: [0; 32] }, None))
-        .unwrap_or_else(|e| panic!("start: {e}"));
     let _rt = runtime.enter();
-    let shared = running.shared.clone();
-    let snap = shared.live.load();
+    let h = test_util::handles(config(dir.path()), None);
+    let snap = h.live.load_full();
     let local = snap.clients.by_id("local").expect("local client").clone();
     let fleet = snap.clients.by_id("fleet").expect("fleet client").clone();
     // The share the fleet task would set for a lone member: the whole rate.
     fleet.bucket.set_rate(Rate { per_second: PER_SECOND, burst: BURST });
     let conn = Arc::new(ConnInfo { peer: SocketAddr::from(([127, 0, 0, 1], 40000)), cert_client: None });
-    let mut svc = ThrottleLayer::new(shared.clone()).layer(service_fn(app));
+    let mut svc = FilterLayer(Throttle::new(h.components.clone())).layer(service_fn(app));
 
     let mut g = c.benchmark_group("throttle");
     for (name, client) in [("bucket_local", &local), ("bucket_fleet", &fleet)] {
         g.bench_function(name, |b| b.iter(|| black_box(client.bucket.try_acquire(now_ns()))));
     }
-    for (name, client) in [("local", &local), ("fleet", &fleet)] {
+    for (name, key) in [("local", LOCAL_KEY), ("fleet", FLEET_KEY)] {
         g.bench_function(name, |b| {
-            b.iter_batched(|| request(&conn, client), |req| black_box(ready(svc.call(req))), BatchSize::SmallInput)
+            b.iter_batched(|| request(&conn, &snap, key), |req| black_box(ready(svc.call(req))), BatchSize::SmallInput)
         });
     }
     // The fleet task's work, as fast as another core can do it.
@@ -127,14 +138,17 @@ fn throttle(c: &mut Criterion) {
         })
     };
     g.bench_function("fleet_while_shares_change", |b| {
-        b.iter_batched(|| request(&conn, &fleet), |req| black_box(ready(svc.call(req))), BatchSize::SmallInput)
+        b.iter_batched(
+            || request(&conn, &snap, FLEET_KEY),
+            |req| black_box(ready(svc.call(req))),
+            BatchSize::SmallInput,
+        )
     });
     // The bucket alone, without the request and response around it.
     g.bench_function("bucket_fleet_while_shares_change", |b| b.iter(|| black_box(fleet.bucket.try_acquire(now_ns()))));
     stop.store(true, Ordering::Relaxed);
     swapper.join().expect("swapper thread");
     g.finish();
-    drop(running);
 }
 
 criterion_group!(benches, throttle);

@@ -4,10 +4,11 @@
 //! One benchmark per step a request passes through (auth, throttle, bucket
 //! choice, metric recording, access-log hand-off and formatting), and the
 //! whole tower stack of `stack.rs` minus the proxy's socket I/O (`stack/*`):
-//! the figure to hold against the 2 µs per-request budget. The shared
-//! state comes from `paymesh_sidecar::start` on loopback port 0, exactly as
-//! the binary builds it; the app it points at is never called. These are
-//! programs that print numbers, never assertions.
+//! the figure to hold against the 2 µs per-request budget. The stack's
+//! state comes from `paymesh_sidecar::test_util`, the same handles
+//! `paymesh_sidecar::start` gives the stack, without sockets or background
+//! tasks; the app is a stand-in that answers at once. These are programs
+//! that print numbers, never assertions.
 //!
 //! ```text
 //! cargo bench -p paymesh-bench --bench per_request
@@ -30,31 +31,33 @@ use http::{HeaderValue, Method, Request, Response};
 use http_body::Body;
 use http_body_util::Full;
 use paymesh_sidecar::body::ProxyBody;
-use paymesh_sidecar::config::{self, Loaded};
-use paymesh_sidecar::ctx::{ConnInfo, Ctx};
-use paymesh_sidecar::layers::auth::AuthLayer;
+use paymesh_sidecar::config;
+use paymesh_sidecar::ctx::{Accepted, Call, ConnInfo, Ctx};
+use paymesh_sidecar::layers::Filter;
+use paymesh_sidecar::layers::auth::Auth;
+use paymesh_sidecar::layers::exchange::AppRequest;
 use paymesh_sidecar::layers::route::request_bucket;
 use paymesh_sidecar::layers::throttle::{TokenBucket, now_ns};
 use paymesh_sidecar::migration::{Feature, Route};
 use paymesh_sidecar::observe::{AccessLogWriter, LogRecord, Rotate};
-use paymesh_sidecar::state::Shared;
+use paymesh_sidecar::stack::Handles;
+use paymesh_sidecar::test_util;
 use sha2::{Digest, Sha256};
-use tower::{Service, ServiceBuilder, service_fn};
+use tower::{Service, service_fn};
 
 const API_KEY: &str = "sk_bench_3f9a1c7e5b2d4068";
 const CLIENT: &str = "bench";
 
 struct Sidecar {
-    shared: Arc<Shared>,
-    // Kept alive: the sidecar's background tasks and its timers live here
-    // (never driven: the benchmarks poll the stack by hand).
+    handles: Handles,
+    // The request deadline's timer lives here (never driven: the
+    // benchmarks poll the stack by hand).
     runtime: tokio::runtime::Runtime,
-    _running: paymesh_sidecar::Running,
     _dir: tempfile::TempDir,
 }
 
-/// A sidecar started the way the binary starts one (every feature on, the
-/// access log to /dev/null), on loopback ports the kernel picks.
+/// The stack's state as the binary builds it (every feature on, the access
+/// log to /dev/null), without its sockets and tasks.
 fn sidecar() -> Sidecar {
     let dir = tempfile::tempdir().expect("temp dir");
     let digest: String = Sha256::digest(API_KEY).iter().map(|b| format!("{b:02x}")).collect();
@@ -84,19 +87,17 @@ access_log:
     );
     let config = config::from_yaml(yaml.as_bytes()).unwrap_or_else(|e| panic!("bench config: {e}"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let running = runtime
-        .block_on(paymesh_sidecar::start(Loaded { config, sha256: [0; 32] }, None))
-        .unwrap_or_else(|e| panic!("start: {e}"));
-    Sidecar { shared: running.shared.clone(), runtime, _running: running, _dir: dir }
+    let handles = test_util::handles(config, None);
+    Sidecar { handles, runtime, _dir: dir }
 }
 
 fn conn() -> Arc<ConnInfo> {
     Arc::new(ConnInfo { peer: SocketAddr::from(([127, 0, 0, 1], 40000)), cert_client: None })
 }
 
-/// A request as the server hands it to the stack: headers a client sends
-/// and a fresh `Ctx`.
-fn request(method: Method, path: &str, body: Bytes, conn: &Arc<ConnInfo>) -> Request<Full<Bytes>> {
+/// A request as the server hands it to the stack: headers a client sends,
+/// and the connection it came on.
+fn request(method: Method, path: &str, body: Bytes, conn: &Arc<ConnInfo>) -> Accepted<Full<Bytes>> {
     let mut b = Request::builder()
         .method(method.clone())
         .uri(path)
@@ -110,9 +111,7 @@ fn request(method: Method, path: &str, body: Bytes, conn: &Arc<ConnInfo>) -> Req
             .header("content-length", body.len())
             .header("idempotency-key", "bench-idem-0001");
     }
-    let mut req = b.body(Full::new(body)).expect("request");
-    req.extensions_mut().insert(Ctx::new(conn.clone()));
-    req
+    Accepted { conn: conn.clone(), req: b.body(Full::new(body)).expect("request") }
 }
 
 /// Polls a future that never waits (every service here answers at once).
@@ -139,7 +138,9 @@ fn drain<B: Body + Unpin>(mut body: B) -> u64 {
 /// The app, answered instantly: what stands in for the proxy's socket I/O.
 /// It reads the request body through the stack's wrappers, as the proxy
 /// does when it streams the body on.
-fn app_answer<B: Body + Unpin>(req: Request<B>) -> std::future::Ready<Result<Response<ProxyBody>, Infallible>> {
+fn app_answer<B: Body + Unpin>(
+    AppRequest { req, .. }: AppRequest<B>,
+) -> std::future::Ready<Result<Response<ProxyBody>, Infallible>> {
     static BODY: Bytes = Bytes::from_static(&[b'x'; 128]);
     black_box(drain(req.into_body()));
     let mut res = Response::new(ProxyBody::full(BODY.clone()));
@@ -150,15 +151,18 @@ fn app_answer<B: Body + Unpin>(req: Request<B>) -> std::future::Ready<Result<Res
 fn steps(c: &mut Criterion) {
     let sc = sidecar();
     let _rt = sc.runtime.enter();
-    let shared = sc.shared.clone();
+    let h = sc.handles.clone();
     let conn = conn();
     let mut g = c.benchmark_group("step");
 
-    let mut auth = ServiceBuilder::new().layer(AuthLayer::new(shared.clone())).service(service_fn(app_answer));
     g.bench_function("auth_bearer_sha256", |b| {
         b.iter_batched(
-            || request(Method::GET, "/v1/charges/ch_1", Bytes::new(), &conn),
-            |req| ready(auth.call(req)),
+            || {
+                let Accepted { conn, req } = request(Method::GET, "/v1/charges/ch_1", Bytes::new(), &conn);
+                let n = req.headers().len();
+                Call { ctx: Ctx::new(conn, h.live.load_full(), n), req }
+            },
+            |call| black_box(Auth.check(call).is_ok()),
             BatchSize::SmallInput,
         )
     });
@@ -167,19 +171,19 @@ fn steps(c: &mut Criterion) {
     // takes the allow path, as under a rate that never binds.
     let bucket = TokenBucket::new(config::Rate { per_second: 1e9, burst: 1_000_000 });
     g.bench_function("throttle_try_acquire", |b| b.iter(|| black_box(bucket.try_acquire(now_ns()))));
-    let client = shared.live.load().clients.by_id(CLIENT).expect("bench client").clone();
+    let client = h.live.load().clients.by_id(CLIENT).expect("bench client").clone();
 
-    let post = request(Method::POST, "/v1/charges", Bytes::new(), &conn);
+    let post = request(Method::POST, "/v1/charges", Bytes::new(), &conn).req;
     g.bench_function("route_bucket_choice_post", |b| {
-        b.iter(|| shared.migration.route(Feature::Charge, request_bucket(black_box(&post), CLIENT.as_bytes())))
+        b.iter(|| h.migration.route(Feature::Charge, request_bucket(black_box(&post), CLIENT.as_bytes())))
     });
-    let get = request(Method::GET, "/v1/charges/ch_3f9a1c7e5b2d", Bytes::new(), &conn);
+    let get = request(Method::GET, "/v1/charges/ch_3f9a1c7e5b2d", Bytes::new(), &conn).req;
     g.bench_function("route_bucket_choice_get", |b| {
-        b.iter(|| shared.migration.route(Feature::Charge, request_bucket(black_box(&get), CLIENT.as_bytes())))
+        b.iter(|| h.migration.route(Feature::Charge, request_bucket(black_box(&get), CLIENT.as_bytes())))
     });
 
     g.bench_function("metrics_record", |b| {
-        b.iter(|| shared.metrics.record(Feature::Charge, Route::Legacy, black_box(201), Some(black_box(0.00042))))
+        b.iter(|| h.metrics.record(Feature::Charge, Route::Legacy, black_box(201), Some(black_box(0.00042))))
     });
 
     let record = || LogRecord {
@@ -197,7 +201,7 @@ fn steps(c: &mut Criterion) {
     // The access log through a writer of its own, whose queue each batch
     // fits in: a hand-off to a full queue would be a drop, not the work.
     const BATCH: u64 = 16_384;
-    let dropped = shared.metrics.access_log_dropped.clone();
+    let dropped = h.metrics.access_log_dropped.clone();
     let dropped_before = dropped.get();
     let before = thread_ids();
     // /dev/null never grows: no rotation.
@@ -258,10 +262,9 @@ fn steps(c: &mut Criterion) {
 fn stack(c: &mut Criterion) {
     let sc = sidecar();
     let _rt = sc.runtime.enter();
-    let shared = sc.shared;
     let conn = conn();
-    // stack.rs's very layers, with an instant app in place of the proxy.
-    let mut svc = paymesh_sidecar::stack::layers(&shared).service(service_fn(app_answer));
+    // stack.rs's very steps, with an instant app in place of the proxy.
+    let mut svc = paymesh_sidecar::stack::around(&sc.handles, service_fn(app_answer));
     let mut g = c.benchmark_group("stack");
     g.bench_function("get", |b| {
         b.iter_batched(

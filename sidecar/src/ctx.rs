@@ -1,17 +1,20 @@
 //! What the sidecar knows about one request, carried through the stack.
 //!
-//! The server puts a `Ctx` in the request's extensions; layers fill it in
-//! (request id, feature, client, route) and whichever service answers moves
-//! it into the response's extensions, so the outer layers (metrics, access
-//! log) can label the answer without sharing state across tasks.
+//! A [`Ctx`] is made once per request, by the first step of the stack
+//! (`stack::NewCtx`), with the live config snapshot loaded once for the
+//! whole request. It travels by value: each step takes a [`Call`] (the
+//! request and its context) and gives back an [`Answer`] (the response and
+//! the same context), so no step can meet a request without one, and the
+//! outer steps (metrics, access log) label every answer from it. The
+//! request's own extensions stay the client's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderValue, Request, Response};
 
 use crate::migration::{Feature, Route};
-use crate::state::ClientEntry;
+use crate::state::{ClientEntry, Snapshot};
 
 /// Facts about the connection a request came on.
 #[derive(Debug)]
@@ -24,9 +27,13 @@ pub struct ConnInfo {
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub conn: Arc<ConnInfo>,
+    /// The config this request runs under, start to end, even if a reload
+    /// swaps in another meanwhile.
+    pub snap: Arc<Snapshot>,
     pub request_id: HeaderValue,
     pub feature: Feature,
     pub route: Route,
+    /// Set by authentication (see `layers::auth::Authenticated`).
     pub client: Option<Arc<ClientEntry>>,
     /// Header fields as the client sent them, before the sidecar removed or
     /// added any: what `limits::CLIENT_MAX_HEADERS` bounds.
@@ -34,19 +41,61 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(conn: Arc<ConnInfo>) -> Self {
+    pub fn new(conn: Arc<ConnInfo>, snap: Arc<Snapshot>, client_headers: usize) -> Self {
         Self {
             conn,
+            snap,
             request_id: HeaderValue::from_static(""),
             feature: Feature::Other,
             route: Route::None,
             client: None,
-            client_headers: 0,
+            client_headers,
         }
     }
 }
 
-/// Takes the `Ctx` out of a request or response's extensions.
-pub fn take(ext: &mut http::Extensions) -> Option<Ctx> {
-    ext.remove::<Ctx>()
+/// A request as it enters the stack: the connection it came on.
+#[derive(Debug)]
+pub struct Accepted<B> {
+    pub conn: Arc<ConnInfo>,
+    pub req: Request<B>,
+}
+
+/// A request on its way through the stack, with its context.
+#[derive(Debug)]
+pub struct Call<B> {
+    pub ctx: Ctx,
+    pub req: Request<B>,
+}
+
+impl<B> Call<B> {
+    /// The answer to this call.
+    pub fn answer<RB>(self, res: Response<RB>) -> Answer<RB> {
+        Answer { ctx: self.ctx, res }
+    }
+
+    pub fn map_body<B2>(self, f: impl FnOnce(B) -> B2) -> Call<B2> {
+        Call { ctx: self.ctx, req: self.req.map(f) }
+    }
+}
+
+/// A response on its way out of the stack, with the request's context.
+#[derive(Debug)]
+pub struct Answer<B> {
+    pub ctx: Ctx,
+    pub res: Response<B>,
+}
+
+impl<B> Answer<B> {
+    pub fn map_body<B2>(self, f: impl FnOnce(B) -> B2) -> Answer<B2> {
+        Answer { ctx: self.ctx, res: self.res.map(f) }
+    }
+}
+
+/// A request future that can tell where its request stands: what the outer
+/// steps log and count for a request cancelled before its answer (a client
+/// that hung up, an HTTP/2 `RST_STREAM`, the drain deadline).
+pub trait InFlight {
+    /// The context as the innermost step holding it has it now.
+    fn ctx(&self) -> Option<&Ctx>;
 }

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::ProxyBody;
-use crate::ctx::Ctx;
 
 /// Why the sidecar answered a request itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -120,7 +119,7 @@ impl Reject {
 
     /// The response for this rejection; `ctx` rides along so the outer
     /// layers (metrics, access log) can still label it.
-    pub fn response(self, ctx: Option<Ctx>) -> Response<ProxyBody> {
+    pub fn response(self) -> Response<ProxyBody> {
         let mut res = Response::new(ProxyBody::full(Bytes::from_static(self.body().as_bytes())));
         *res.status_mut() = self.status();
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -128,9 +127,6 @@ impl Reject {
             // The body was refused unread: the connection cannot carry
             // another request, and saying so stops clients from reusing it.
             res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        if let Some(ctx) = ctx {
-            res.extensions_mut().insert(ctx);
         }
         res
     }

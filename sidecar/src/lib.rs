@@ -27,6 +27,7 @@ pub mod reload;
 pub mod server;
 pub mod stack;
 pub mod state;
+pub mod test_util;
 pub mod tls;
 
 pub use server::{Running, StartError, start};

@@ -9,12 +9,11 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderValue, Response, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -23,8 +22,8 @@ use tower::Service;
 
 use crate::body::{ProxyBody, UpstreamBody, is_body_too_large};
 use crate::error::Reject;
+use crate::layers::exchange::AppRequest;
 use crate::layers::headers::X_REQUEST_ID;
-use crate::state::Shared;
 
 pub type Upstream = Client<HttpConnector, UpstreamBody>;
 
@@ -40,18 +39,11 @@ pub fn upstream_client(connect_timeout: Duration) -> Upstream {
         .build(connector)
 }
 
-#[derive(Debug, Clone)]
-pub struct Proxy {
-    shared: Arc<Shared>,
-}
+/// The app on loopback, through the snapshot's connection pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Proxy;
 
-impl Proxy {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
-    }
-}
-
-impl Service<Request<UpstreamBody>> for Proxy {
+impl Service<AppRequest<UpstreamBody>> for Proxy {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
     type Future = ProxyFuture;
@@ -60,8 +52,7 @@ impl Service<Request<UpstreamBody>> for Proxy {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<UpstreamBody>) -> ProxyFuture {
-        let snap = self.shared.live.load();
+    fn call(&mut self, AppRequest { snap, mut req }: AppRequest<UpstreamBody>) -> ProxyFuture {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(snap.app_authority.clone());
@@ -107,7 +98,7 @@ impl Future for ProxyFuture {
                         "app request failed"
                     );
                 }
-                reject.response(None)
+                reject.response()
             }
         }))
     }

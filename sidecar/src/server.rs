@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -34,11 +34,11 @@ use tower::Service;
 use crate::components::Components;
 use crate::config::{ConfigErrors, Loaded};
 use crate::connections::{Activity, ConnectionPermit, OpenConnections, RequestGuard, idle_between};
-use crate::ctx::{ConnInfo, Ctx};
+use crate::ctx::{Accepted, ConnInfo};
 use crate::migration::{MigrationSync, MigrationTable, SyncStatus};
 use crate::observe::{AccessLogWriter, Metrics};
 use crate::overload::OverloadControl;
-use crate::stack::{self, ResponseBody};
+use crate::stack::{self, ResponseBody, Stack};
 use crate::state::{Shared, Snapshot};
 
 #[derive(Debug, thiserror::Error)]
@@ -98,15 +98,14 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     let proxy_listener = bind("listen", listen)?;
     let admin_listener = bind("admin", admin_addr)?;
     let shared = Arc::new(Shared {
-        live: ArcSwap::from_pointee(snapshot),
-        migration,
+        live: Arc::new(ArcSwap::from_pointee(snapshot)),
+        migration: Arc::new(migration),
         migration_sync: SyncStatus::default(),
-        components: Components::default(),
+        components: Arc::new(Components::default()),
         overload,
         fleet: crate::fleet::FleetControl::new(&metrics.registry),
-        metrics,
-        access_log,
-        inflight: AtomicU32::new(0),
+        metrics: Arc::new(metrics),
+        access_log: Arc::new(access_log),
         app_reachable: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         reload: Notify::new(),
@@ -157,7 +156,7 @@ async fn serve(
     open: Arc<OpenConnections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let stack = stack::build(shared.clone());
+    let stack = stack::build(&stack::Handles::of(&shared));
     // Every connection task holds a clone of `alive`; `closed` resolves
     // once the last one is gone.
     let (alive, mut closed) = mpsc::channel::<()>(1);
@@ -239,12 +238,7 @@ struct ConnBounds {
 
 async fn serve_conn<S>(stream: TcpStream, peer: SocketAddr, snap: Arc<Snapshot>, stack: S, bounds: ConnBounds)
 where
-    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
+    S: Stack,
 {
     let limits = snap.config.limits;
     let Some(acceptor) = &snap.tls else {
@@ -294,12 +288,7 @@ async fn serve_io<IO, S>(
     alpn: Option<&[u8]>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
+    S: Stack,
 {
     let peer = conn.peer;
     let activity = Arc::new(Activity::default());
@@ -370,8 +359,8 @@ async fn drain_started(draining: &mut Option<watch::Receiver<bool>>) {
     }
 }
 
-/// Adapts the tower stack to hyper for one connection, stamping each
-/// request with a fresh `Ctx` that knows the connection.
+/// Adapts the tower stack to hyper for one connection, handing it each
+/// request with the connection it came on.
 ///
 /// The connection owns its copy of the stack: hyper calls `call` from the
 /// connection's own task, one request at a time (HTTP/2 streams too; only
@@ -393,16 +382,13 @@ impl<S> ConnService<S> {
 
 impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>,
+    S: Service<Accepted<Incoming>, Response = Response<ResponseBody>, Error = Infallible>,
 {
     type Response = Response<Tracked<ResponseBody>>;
     type Error = Infallible;
     type Future = Tracked<S::Future>;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let mut ctx = Ctx::new(self.conn.clone());
-        ctx.client_headers = req.headers().len();
-        req.extensions_mut().insert(ctx);
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
         let mut stack = self.stack.borrow_mut();
         // No layer reserves capacity in poll_ready (load shedding answers
         // in `call` instead), so the stack is always ready; poll once to
@@ -410,6 +396,7 @@ where
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let ready = stack.poll_ready(&mut cx);
         debug_assert!(ready.is_ready(), "the request stack is always ready");
+        let req = Accepted { conn: self.conn.clone(), req };
         Tracked { inner: stack.call(req), guard: Some(self.activity.start()) }
     }
 }

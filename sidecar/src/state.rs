@@ -7,10 +7,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
 use http::HeaderValue;
 use http::uri::Authority;
 use prometheus::IntCounter;
@@ -27,6 +26,7 @@ use crate::observe::metrics::ClientSeries;
 use crate::observe::{AccessLogWriter, Metrics};
 use crate::overload::OverloadControl;
 use crate::proxy::{Upstream, upstream_client};
+use crate::stack::Live;
 
 /// A configured client, ready for the request path.
 #[derive(Debug)]
@@ -167,19 +167,17 @@ impl Snapshot {
 /// Process-wide state.
 #[derive(Debug)]
 pub struct Shared {
-    pub live: ArcSwap<Snapshot>,
-    pub migration: MigrationTable,
+    pub live: Live,
+    pub migration: Arc<MigrationTable>,
     /// The etcd sync's revision and connection, for `/admin/state`.
     pub migration_sync: SyncStatus,
-    pub components: Components,
+    pub components: Arc<Components>,
     /// The switch board that flips `components` under overload.
     pub overload: OverloadControl,
     /// Fleet membership and this sidecar's shares of `scope: fleet` rates.
     pub fleet: FleetControl,
-    pub metrics: Metrics,
-    pub access_log: AccessLogWriter,
-    /// Requests admitted past `limits.max_inflight`'s check.
-    pub inflight: AtomicU32,
+    pub metrics: Arc<Metrics>,
+    pub access_log: Arc<AccessLogWriter>,
     /// Last result of the background `/healthz` probe of the app.
     pub app_reachable: AtomicBool,
     pub draining: AtomicBool,

@@ -92,7 +92,7 @@ pub fn render(shared: &Shared) -> String {
             "app_reachable": shared.app_reachable.load(Ordering::Relaxed),
             "draining": shared.draining.load(Ordering::Relaxed),
         },
-        "inflight": shared.inflight.load(Ordering::Relaxed),
+        "inflight": shared.metrics.inflight.get(),
         "telemetry": shared.overload.telemetry_state(&config.overload.telemetry_file),
     });
     state.to_string()

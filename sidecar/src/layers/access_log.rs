@@ -15,48 +15,36 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Buf;
-use http::{Method, Request, Response};
+use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tower::{Layer, Service};
+use tower::Service;
 
+use super::Step;
+use super::metrics::CLIENT_CLOSED;
 use crate::body::CountedBody;
-use crate::components::Component;
-use crate::ctx::Ctx;
-use crate::migration::{Feature, Route};
-use crate::observe::LogRecord;
-use crate::state::Shared;
+use crate::components::{Component, Components};
+use crate::ctx::{Answer, Call, Ctx, InFlight};
+use crate::observe::{AccessLogWriter, LogRecord};
 
 #[derive(Debug, Clone)]
-pub struct AccessLogLayer {
-    shared: Arc<Shared>,
+pub struct AccessLog {
+    writer: Arc<AccessLogWriter>,
+    components: Arc<Components>,
 }
 
-impl AccessLogLayer {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+impl AccessLog {
+    pub fn new(writer: Arc<AccessLogWriter>, components: Arc<Components>) -> Self {
+        Self { writer, components }
     }
 }
 
-impl<S> Layer<S> for AccessLogLayer {
-    type Service = AccessLog<S>;
-
-    fn layer(&self, inner: S) -> AccessLog<S> {
-        AccessLog { inner, shared: self.shared.clone() }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AccessLog<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S, B, RB> Service<Request<B>> for AccessLog<S>
+impl<S, B, RB> Service<Call<B>> for Step<AccessLog, S>
 where
-    S: Service<Request<CountedBody<B>>, Response = Response<RB>, Error = Infallible>,
+    S: Service<Call<CountedBody<B>>, Response = Answer<RB>, Error = Infallible>,
+    S::Future: InFlight,
 {
-    type Response = Response<LoggedBody<RB>>;
+    type Response = Answer<LoggedBody<RB>>;
     type Error = Infallible;
     type Future = AccessLogFuture<S::Future>;
 
@@ -64,70 +52,97 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        if !self.shared.components.enabled(Component::AccessLog) {
-            return AccessLogFuture { fut: self.inner.call(req.map(|b| CountedBody::new(b, None))), start: None };
+    fn call(&mut self, call: Call<B>) -> Self::Future {
+        if !self.step.components.enabled(Component::AccessLog) {
+            return AccessLogFuture { fut: self.inner.call(call.map_body(|b| CountedBody::new(b, None))), start: None };
         }
         let bytes_in = Arc::new(AtomicU64::new(0));
         let start = Start {
-            shared: self.shared.clone(),
-            method: req.method().clone(),
+            writer: self.step.writer.clone(),
+            method: call.req.method().clone(),
             time: SystemTime::now(),
             instant: Instant::now(),
             bytes_in: bytes_in.clone(),
         };
-        AccessLogFuture { fut: self.inner.call(req.map(|b| CountedBody::new(b, Some(bytes_in)))), start: Some(start) }
+        let call = call.map_body(|b| CountedBody::new(b, Some(bytes_in)));
+        AccessLogFuture { fut: self.inner.call(call), start: Some(start) }
     }
 }
 
 #[derive(Debug)]
 struct Start {
-    shared: Arc<Shared>,
+    writer: Arc<AccessLogWriter>,
     method: Method,
     time: SystemTime,
     instant: Instant,
     bytes_in: Arc<AtomicU64>,
 }
 
+impl Start {
+    fn line(self, ctx: &Ctx, status: u16) -> Pending {
+        Pending {
+            record: Some(LogRecord {
+                time: self.time,
+                request_id: ctx.request_id.clone(),
+                client: ctx.client.clone(),
+                method: self.method,
+                feature: ctx.feature,
+                route: ctx.route,
+                status,
+                duration_us: 0,
+                bytes_in: 0,
+                bytes_out: 0,
+            }),
+            instant: self.instant,
+            bytes_in: self.bytes_in,
+            writer: self.writer,
+        }
+    }
+}
+
 pin_project! {
+    /// Until the answer: a request dropped here (cancelled before its
+    /// answer) is logged with status 499 and what its context had reached.
     #[derive(Debug)]
-    pub struct AccessLogFuture<F> {
+    pub struct AccessLogFuture<F>
+    where
+        F: InFlight,
+    {
         #[pin]
         fut: F,
         start: Option<Start>,
+    }
+
+    impl<F> PinnedDrop for AccessLogFuture<F>
+    where
+        F: InFlight,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let (Some(start), Some(ctx)) = (this.start.take(), this.fut.ctx()) {
+                drop(start.line(ctx, CLIENT_CLOSED));
+            }
+        }
     }
 }
 
 impl<F, RB> Future for AccessLogFuture<F>
 where
-    F: Future<Output = Result<Response<RB>, Infallible>>,
+    F: Future<Output = Result<Answer<RB>, Infallible>> + InFlight,
 {
-    type Output = Result<Response<LoggedBody<RB>>, Infallible>;
+    type Output = Result<Answer<LoggedBody<RB>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(res) = std::task::ready!(this.fut.poll(cx));
-        let line = this.start.take().map(|s| {
-            let ctx = res.extensions().get::<Ctx>();
-            Pending {
-                record: Some(LogRecord {
-                    time: s.time,
-                    request_id: ctx.map(|c| c.request_id.clone()).unwrap_or_else(|| http::HeaderValue::from_static("")),
-                    client: ctx.and_then(|c| c.client.clone()),
-                    method: s.method,
-                    feature: ctx.map_or(Feature::Other, |c| c.feature),
-                    route: ctx.map_or(Route::None, |c| c.route),
-                    status: res.status().as_u16(),
-                    duration_us: 0,
-                    bytes_in: 0,
-                    bytes_out: 0,
-                }),
-                instant: s.instant,
-                bytes_in: s.bytes_in,
-                shared: s.shared,
-            }
-        });
-        Poll::Ready(Ok(res.map(|inner| LoggedBody { inner, line })))
+        let Ok(answer) = std::task::ready!(this.fut.poll(cx));
+        let line = this.start.take().map(|s| s.line(&answer.ctx, answer.res.status().as_u16()));
+        Poll::Ready(Ok(answer.map_body(|inner| LoggedBody { inner, line })))
+    }
+}
+
+impl<F: InFlight> InFlight for AccessLogFuture<F> {
+    fn ctx(&self) -> Option<&Ctx> {
+        self.fut.ctx()
     }
 }
 
@@ -137,7 +152,7 @@ struct Pending {
     record: Option<LogRecord>,
     instant: Instant,
     bytes_in: Arc<AtomicU64>,
-    shared: Arc<Shared>,
+    writer: Arc<AccessLogWriter>,
 }
 
 impl Drop for Pending {
@@ -145,7 +160,7 @@ impl Drop for Pending {
         if let Some(mut record) = self.record.take() {
             record.duration_us = self.instant.elapsed().as_micros() as u64;
             record.bytes_in = self.bytes_in.load(Ordering::Relaxed);
-            self.shared.access_log.send(record);
+            self.writer.send(record);
         }
     }
 }

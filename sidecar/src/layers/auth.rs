@@ -6,94 +6,82 @@
 //! success the client id goes into `x-paymesh-client` and the key itself
 //! stops here: the app never sees it. Never shed, never skipped.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
-use tower::{Layer, Service};
 
-use super::Rejectable;
+use super::Filter;
 use crate::body::ProxyBody;
-use crate::ctx::{self, Ctx};
+use crate::ctx::{Answer, Call, Ctx};
 use crate::error::Reject;
-use crate::state::{ClientEntry, Shared};
+use crate::state::ClientEntry;
 
 pub static X_PAYMESH_CLIENT: HeaderName = HeaderName::from_static(paymesh_vocab::headers::CLIENT);
 
-#[derive(Debug, Clone)]
-pub struct AuthLayer {
-    shared: Arc<Shared>,
+/// A call whose client is proven: only this module can make one, so a step
+/// that takes it (the throttle) can never meet an unauthenticated request.
+#[derive(Debug)]
+pub struct Authenticated<B> {
+    call: Call<B>,
+    client: Arc<ClientEntry>,
 }
 
-impl AuthLayer {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+impl<B> Authenticated<B> {
+    pub fn client(&self) -> &Arc<ClientEntry> {
+        &self.client
+    }
+
+    pub fn call(&self) -> &Call<B> {
+        &self.call
+    }
+
+    /// The call, its context now naming the client.
+    pub fn into_call(self) -> Call<B> {
+        let mut call = self.call;
+        call.ctx.client = Some(self.client);
+        call
     }
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Auth;
 
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, shared: self.shared.clone() }
-    }
-}
+impl<B> Filter<Call<B>> for Auth {
+    type Out = Authenticated<B>;
 
-#[derive(Debug, Clone)]
-pub struct Auth<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S, B> Service<Request<B>> for Auth<S>
-where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible>,
-{
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Rejectable<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.authenticate(&req) {
+    fn check(&self, mut call: Call<B>) -> Result<Authenticated<B>, Answer<ProxyBody>> {
+        match authenticate(&call.ctx, call.req.headers().get(AUTHORIZATION)) {
             Ok(client) => {
-                let headers = req.headers_mut();
+                let headers = call.req.headers_mut();
                 headers.remove(AUTHORIZATION);
                 headers.insert(X_PAYMESH_CLIENT.clone(), client.header.clone());
-                if let Some(ctx) = req.extensions_mut().get_mut::<Ctx>() {
-                    ctx.client = Some(client);
-                }
-                Rejectable::pass(self.inner.call(req))
+                Ok(Authenticated { call, client })
             }
-            Err(reject) => Rejectable::reject(reject.response(ctx::take(req.extensions_mut()))),
+            Err(reject) => Err(call.answer(reject.response())),
         }
     }
 }
 
-impl<S> Auth<S> {
-    fn authenticate<B>(&self, req: &Request<B>) -> Result<Arc<ClientEntry>, Reject> {
-        let snap = self.shared.live.load();
-        let cert_client = req.extensions().get::<Ctx>().and_then(|c| c.conn.cert_client.as_deref());
-        match req.headers().get(AUTHORIZATION) {
-            Some(value) => {
-                let key = bearer_token(value).ok_or(Reject::InvalidKey)?;
-                let digest: [u8; 32] = Sha256::digest(key).into();
-                let client = snap.clients.by_key_digest(&digest).ok_or(Reject::InvalidKey)?;
-                // A key and a certificate that name different clients is
-                // someone borrowing credentials: refuse rather than guess.
-                match cert_client {
-                    Some(id) if id != &*client.id => Err(Reject::InvalidKey),
-                    _ => Ok(client.clone()),
-                }
+/// The client a request's key (or, without one, its verified certificate)
+/// names, in the clients of the request's snapshot.
+fn authenticate(ctx: &Ctx, authorization: Option<&HeaderValue>) -> Result<Arc<ClientEntry>, Reject> {
+    let clients = &ctx.snap.clients;
+    let cert_client = ctx.conn.cert_client.as_deref();
+    match authorization {
+        Some(value) => {
+            let key = bearer_token(value).ok_or(Reject::InvalidKey)?;
+            let digest: [u8; 32] = Sha256::digest(key).into();
+            let client = clients.by_key_digest(&digest).ok_or(Reject::InvalidKey)?;
+            // A key and a certificate that name different clients is
+            // someone borrowing credentials: refuse rather than guess.
+            match cert_client {
+                Some(id) if id != &*client.id => Err(Reject::InvalidKey),
+                _ => Ok(client.clone()),
             }
-            None => cert_client.and_then(|id| snap.clients.by_id(id)).cloned().ok_or(Reject::MissingKey),
         }
+        None => cert_client.and_then(|id| clients.by_id(id)).cloned().ok_or(Reject::MissingKey),
     }
 }
 

@@ -5,64 +5,26 @@
 //! the limit; the proxy turns that failure into 413 if the app has not
 //! answered yet.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
 use http::header::CONTENT_LENGTH;
-use http::{Request, Response};
-use tower::{Layer, Service};
 
-use super::Rejectable;
+use super::Filter;
 use crate::body::{LimitedBody, ProxyBody};
-use crate::ctx;
+use crate::ctx::{Answer, Call};
 use crate::error::Reject;
-use crate::state::Shared;
 
-#[derive(Debug, Clone)]
-pub struct BodyLimitLayer {
-    shared: Arc<Shared>,
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BodyLimit;
 
-impl BodyLimitLayer {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
-    }
-}
+impl<B> Filter<Call<B>> for BodyLimit {
+    type Out = Call<LimitedBody<B>>;
 
-impl<S> Layer<S> for BodyLimitLayer {
-    type Service = BodyLimit<S>;
-
-    fn layer(&self, inner: S) -> BodyLimit<S> {
-        BodyLimit { inner, shared: self.shared.clone() }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct BodyLimit<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S, B> Service<Request<B>> for BodyLimit<S>
-where
-    S: Service<Request<LimitedBody<B>>, Response = Response<ProxyBody>, Error = Infallible>,
-{
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Rejectable<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let limit = self.shared.live.load().config.limits.max_body_bytes;
+    fn check(&self, call: Call<B>) -> Result<Call<LimitedBody<B>>, Answer<ProxyBody>> {
+        let limit = call.ctx.snap.config.limits.max_body_bytes;
         let declared =
-            req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            call.req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
-            return Rejectable::reject(Reject::BodyTooLarge.response(ctx::take(req.extensions_mut())));
+            return Err(call.answer(Reject::BodyTooLarge.response()));
         }
-        Rejectable::pass(self.inner.call(req.map(|b| LimitedBody::new(b, limit))))
+        Ok(call.map_body(|b| LimitedBody::new(b, limit)))
     }
 }

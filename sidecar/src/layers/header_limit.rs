@@ -8,54 +8,26 @@
 //! already stops at the same count; HTTP/2 has no count limit of its own,
 //! so this layer is what holds for it. Never shed.
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
-
-use http::{Request, Response};
 use paymesh_vocab::limits::CLIENT_MAX_HEADERS;
-use tower::{Layer, Service};
 
-use super::Rejectable;
+use super::Filter;
 use crate::body::ProxyBody;
-use crate::ctx::{self, Ctx};
+use crate::ctx::{Answer, Call};
 use crate::error::Reject;
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct HeaderLimitLayer;
+pub struct HeaderLimit;
 
-impl<S> Layer<S> for HeaderLimitLayer {
-    type Service = HeaderLimit<S>;
+impl<B> Filter<Call<B>> for HeaderLimit {
+    type Out = Call<B>;
 
-    fn layer(&self, inner: S) -> HeaderLimit<S> {
-        HeaderLimit { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct HeaderLimit<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for HeaderLimit<S>
-where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible>,
-{
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Rejectable<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn check(&self, call: Call<B>) -> Result<Call<B>, Answer<ProxyBody>> {
         // Counted as the client sent them (the server notes it in the Ctx,
         // every value of a repeated name counting, as in hyper's parser),
         // not as the hygiene layer left them: the limit is the client's.
-        let sent = req.extensions().get::<Ctx>().map_or(req.headers().len(), |c| c.client_headers);
-        if sent > CLIENT_MAX_HEADERS {
-            return Rejectable::reject(Reject::TooManyHeaders.response(ctx::take(req.extensions_mut())));
+        if call.ctx.client_headers > CLIENT_MAX_HEADERS {
+            return Err(call.answer(Reject::TooManyHeaders.response()));
         }
-        Rejectable::pass(self.inner.call(req))
+        Ok(call)
     }
 }

@@ -13,11 +13,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::header::{CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pin_project_lite::pin_project;
-use tower::{Layer, Service};
+use tower::Service;
 
-use crate::ctx::Ctx;
+use super::Step;
+use crate::ctx::{Answer, Call};
 use crate::migration::Feature;
 use paymesh_vocab::headers;
 
@@ -26,27 +27,15 @@ const PAYMESH_PREFIX: &str = headers::PAYMESH_PREFIX;
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Header hygiene; holds nothing.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct HeadersLayer;
+pub struct Headers;
 
-impl<S> Layer<S> for HeadersLayer {
-    type Service = Headers<S>;
-
-    fn layer(&self, inner: S) -> Headers<S> {
-        Headers { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Headers<S> {
-    inner: S,
-}
-
-impl<S, B, RB> Service<Request<B>> for Headers<S>
+impl<S, B, RB> Service<Call<B>> for Step<Headers, S>
 where
-    S: Service<Request<B>, Response = Response<RB>, Error = Infallible>,
+    S: Service<Call<B>, Response = Answer<RB>, Error = Infallible>,
 {
-    type Response = Response<RB>;
+    type Response = Answer<RB>;
     type Error = Infallible;
     type Future = HeadersFuture<S::Future>;
 
@@ -54,8 +43,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let headers = req.headers_mut();
+    fn call(&mut self, mut call: Call<B>) -> Self::Future {
+        let headers = call.req.headers_mut();
         strip_hop_by_hop(headers);
         strip_paymesh(headers);
         let request_id = match headers.get(&X_REQUEST_ID) {
@@ -66,12 +55,9 @@ where
                 id
             }
         };
-        let feature = Feature::from_path(req.uri().path());
-        if let Some(ctx) = req.extensions_mut().get_mut::<Ctx>() {
-            ctx.request_id = request_id.clone();
-            ctx.feature = feature;
-        }
-        HeadersFuture { fut: self.inner.call(req), request_id: Some(request_id) }
+        call.ctx.feature = Feature::from_path(call.req.uri().path());
+        call.ctx.request_id = request_id;
+        HeadersFuture { fut: self.inner.call(call) }
     }
 }
 
@@ -80,25 +66,21 @@ pin_project! {
     pub struct HeadersFuture<F> {
         #[pin]
         fut: F,
-        request_id: Option<HeaderValue>,
     }
 }
 
 impl<F, RB> Future for HeadersFuture<F>
 where
-    F: Future<Output = Result<Response<RB>, Infallible>>,
+    F: Future<Output = Result<Answer<RB>, Infallible>>,
 {
-    type Output = Result<Response<RB>, Infallible>;
+    type Output = Result<Answer<RB>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Ok(mut res) = std::task::ready!(this.fut.poll(cx));
-        let headers = res.headers_mut();
+        let Ok(mut answer) = std::task::ready!(self.project().fut.poll(cx));
+        let headers = answer.res.headers_mut();
         strip_hop_by_hop(headers);
-        if let Some(id) = this.request_id.take() {
-            headers.entry(&X_REQUEST_ID).or_insert(id);
-        }
-        Poll::Ready(Ok(res))
+        headers.entry(&X_REQUEST_ID).or_insert_with(|| answer.ctx.request_id.clone());
+        Poll::Ready(Ok(answer))
     }
 }
 

@@ -1,98 +1,38 @@
 //! `limits.max_inflight`: answer 503 at once rather than queue without bound.
 //!
-//! An atomic counter of admitted requests; the slot is released when the
-//! response headers are ready (or the request is abandoned). It stands
-//! before authentication so an overload of bad keys is also bounded.
+//! The count is the one `paymesh_inflight_requests` gauge, which the metrics
+//! step (outside this one) raises for every request until its response
+//! headers are ready or it is abandoned; so it includes this request, and
+//! the check is one relaxed load. It stands before authentication so an
+//! overload of bad keys is also bounded.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use prometheus::IntGauge;
 
-use http::{Request, Response};
-use pin_project_lite::pin_project;
-use tower::{Layer, Service};
-
-use super::Rejectable;
+use super::Filter;
 use crate::body::ProxyBody;
-use crate::ctx;
+use crate::ctx::{Answer, Call};
 use crate::error::Reject;
-use crate::state::Shared;
 
 #[derive(Debug, Clone)]
-pub struct LoadShedLayer {
-    shared: Arc<Shared>,
+pub struct LoadShed {
+    inflight: IntGauge,
 }
 
-impl LoadShedLayer {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+impl LoadShed {
+    /// `inflight` must count this request already: the metrics step's gauge.
+    pub fn new(inflight: IntGauge) -> Self {
+        Self { inflight }
     }
 }
 
-impl<S> Layer<S> for LoadShedLayer {
-    type Service = LoadShed<S>;
+impl<B> Filter<Call<B>> for LoadShed {
+    type Out = Call<B>;
 
-    fn layer(&self, inner: S) -> LoadShed<S> {
-        LoadShed { inner, shared: self.shared.clone() }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct LoadShed<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S, B> Service<Request<B>> for LoadShed<S>
-where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible>,
-{
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Rejectable<Admitted<S::Future>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let max = self.shared.live.load().config.limits.max_inflight;
-        let before = self.shared.inflight.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(self.shared.clone());
-        if before >= max {
-            drop(slot);
-            return Rejectable::reject(Reject::Overloaded.response(ctx::take(req.extensions_mut())));
+    fn check(&self, call: Call<B>) -> Result<Call<B>, Answer<ProxyBody>> {
+        // Others in flight (this one aside) at max_inflight: refuse.
+        if self.inflight.get() > i64::from(call.ctx.snap.config.limits.max_inflight) {
+            return Err(call.answer(Reject::Overloaded.response()));
         }
-        Rejectable::pass(Admitted { fut: self.inner.call(req), _slot: slot })
-    }
-}
-
-/// One admitted request; gives its slot back when dropped.
-#[derive(Debug)]
-struct Slot(Arc<Shared>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-pin_project! {
-    #[derive(Debug)]
-    pub struct Admitted<F> {
-        #[pin]
-        fut: F,
-        _slot: Slot,
-    }
-}
-
-impl<F: Future> Future for Admitted<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().fut.poll(cx)
+        Ok(call)
     }
 }

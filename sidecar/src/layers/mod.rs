@@ -1,20 +1,28 @@
-//! One tower `Layer` + `Service` per concern a request passes through.
+//! One step per concern a request passes through.
 //!
-//! `stack.rs` assembles them in order. Each layer either answers the request
-//! itself (with a `Reject`) or passes it on; none of them takes a lock shared
-//! with other requests or does blocking I/O. Every service in the stack is
-//! infallible: failures become responses, so hyper never sees an error.
+//! `stack.rs` assembles them in order. Every step is a tower service from a
+//! [`Call`] to an [`Answer`]; the scaffolding is written once here:
+//!
+//! - a [`Filter`] looks at a call and passes it on (possibly as something
+//!   more typed: auth's [`auth::Authenticated`]) or answers it itself; its
+//!   service is [`Filtered`];
+//! - the steps that wrap the whole exchange (headers, trace, metrics,
+//!   access log) are services on [`Step`], holding their own handles.
+//!
+//! None of them takes a lock shared with other requests or does blocking
+//! I/O. Every service is infallible: failures become answers, so hyper
+//! never sees an error.
 
 pub mod access_log;
 pub mod auth;
 pub mod body_limit;
+pub mod exchange;
 pub mod header_limit;
 pub mod headers;
 pub mod load_shed;
 pub mod metrics;
 pub mod route;
 pub mod throttle;
-pub mod timeout;
 pub mod trace;
 
 use std::convert::Infallible;
@@ -22,42 +30,125 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::Response;
 use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 
 use crate::body::ProxyBody;
+use crate::ctx::{Answer, Ctx, InFlight};
 
-pin_project! {
-    /// The future of a layer that either answers at once or calls its inner
-    /// service; no boxing either way.
-    #[project = RejectableProj]
-    #[derive(Debug)]
-    pub enum Rejectable<F> {
-        Rejected { res: Option<Response<ProxyBody>> },
-        Inner { #[pin] fut: F },
+/// The layer of every step: wraps an inner service with the step's handles.
+#[derive(Debug, Clone)]
+pub struct StepLayer<T>(pub T);
+
+impl<T: Clone, S> Layer<S> for StepLayer<T> {
+    type Service = Step<T, S>;
+
+    fn layer(&self, inner: S) -> Step<T, S> {
+        Step { step: self.0.clone(), inner }
     }
 }
 
-impl<F> Rejectable<F> {
-    pub fn reject(res: Response<ProxyBody>) -> Self {
-        Rejectable::Rejected { res: Some(res) }
+/// A step around an inner service.
+#[derive(Debug, Clone)]
+pub struct Step<T, S> {
+    step: T,
+    inner: S,
+}
+
+impl<T, S> Step<T, S> {
+    pub fn step(&self) -> &T {
+        &self.step
     }
 
-    pub fn pass(fut: F) -> Self {
-        Rejectable::Inner { fut }
+    pub fn inner(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
+/// The layer of a [`Filter`].
+#[derive(Debug, Clone)]
+pub struct FilterLayer<F>(pub F);
+
+impl<F: Clone, S> Layer<S> for FilterLayer<F> {
+    type Service = Filtered<F, S>;
+
+    fn layer(&self, inner: S) -> Filtered<F, S> {
+        Filtered { filter: self.0.clone(), inner }
+    }
+}
+
+/// A step that answers some calls itself and passes the others on.
+pub trait Filter<In> {
+    /// What the inner service takes.
+    type Out;
+
+    // The answer is as large as the call it replaces (a request or response
+    // and the context); both are moved, not copied, and boxing the refusal
+    // would only add an allocation to the path that sheds load.
+    #[allow(clippy::result_large_err)]
+    fn check(&self, call: In) -> Result<Self::Out, Answer<ProxyBody>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct Filtered<F, S> {
+    filter: F,
+    inner: S,
+}
+
+impl<F, S, In> Service<In> for Filtered<F, S>
+where
+    F: Filter<In>,
+    S: Service<F::Out, Response = Answer<ProxyBody>, Error = Infallible>,
+{
+    type Response = Answer<ProxyBody>;
+    type Error = Infallible;
+    type Future = Rejectable<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: In) -> Self::Future {
+        match self.filter.check(call) {
+            Ok(next) => Rejectable::Inner { fut: self.inner.call(next) },
+            Err(answer) => Rejectable::Rejected { answer: Some(answer) },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of a filter: its own answer at once, or the inner
+    /// service's; no boxing either way.
+    #[project = RejectableProj]
+    #[derive(Debug)]
+    pub enum Rejectable<F> {
+        Rejected { answer: Option<Answer<ProxyBody>> },
+        Inner { #[pin] fut: F },
     }
 }
 
 impl<F> Future for Rejectable<F>
 where
-    F: Future<Output = Result<Response<ProxyBody>, Infallible>>,
+    F: Future<Output = Result<Answer<ProxyBody>, Infallible>>,
 {
-    type Output = Result<Response<ProxyBody>, Infallible>;
+    type Output = Result<Answer<ProxyBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            RejectableProj::Rejected { res } => Poll::Ready(Ok(res.take().expect("polled after completion"))),
+            RejectableProj::Rejected { answer } => Poll::Ready(Ok(answer.take().expect("polled after completion"))),
             RejectableProj::Inner { fut } => fut.poll(cx),
         }
     }
 }
+
+impl<F: InFlight> InFlight for Rejectable<F> {
+    fn ctx(&self) -> Option<&Ctx> {
+        match self {
+            Rejectable::Rejected { answer } => answer.as_ref().map(|a| &a.ctx),
+            Rejectable::Inner { fut } => fut.ctx(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

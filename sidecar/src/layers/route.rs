@@ -8,75 +8,48 @@
 //! from the `MigrationTable` without a lock. `other` paths always go
 //! legacy. Sets `x-paymesh-route`; never rejects.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use http::{HeaderName, HeaderValue, Method, Request, Response};
-use tower::{Layer, Service};
+use http::{HeaderName, HeaderValue, Method, Request};
 
-use crate::ctx::Ctx;
-use crate::migration::{Feature, Route, bucket_for};
-use crate::state::Shared;
+use super::Filter;
+use super::auth::Authenticated;
+use crate::body::ProxyBody;
+use crate::ctx::{Answer, Call};
+use crate::migration::{Feature, MigrationTable, Route, bucket_for};
 
 pub static X_PAYMESH_ROUTE: HeaderName = HeaderName::from_static(paymesh_vocab::headers::ROUTE);
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
+/// Chooses the path from the migration table; needs the proven client for
+/// the sticky bucket and the client's override.
 #[derive(Debug, Clone)]
-pub struct RouteLayer {
-    shared: Arc<Shared>,
+pub struct RouteChoice {
+    migration: Arc<MigrationTable>,
 }
 
-impl RouteLayer {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+impl RouteChoice {
+    pub fn new(migration: Arc<MigrationTable>) -> Self {
+        Self { migration }
     }
 }
 
-impl<S> Layer<S> for RouteLayer {
-    type Service = RouteChoice<S>;
+impl<B> Filter<Authenticated<B>> for RouteChoice {
+    type Out = Call<B>;
 
-    fn layer(&self, inner: S) -> RouteChoice<S> {
-        RouteChoice { inner, shared: self.shared.clone() }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RouteChoice<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S, B, RB> Service<Request<B>> for RouteChoice<S>
-where
-    S: Service<Request<B>, Response = Response<RB>, Error = Infallible>,
-{
-    type Response = Response<RB>;
-    type Error = Infallible;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let route = match req.extensions().get::<Ctx>() {
-            Some(ctx) if ctx.feature != Feature::Other => match &ctx.client {
-                // An authenticated client is one from the config: its
-                // override, if any, decides; else the feature's percent.
-                Some(client) => {
-                    let bucket = request_bucket(&req, client.id.as_bytes());
-                    self.shared.migration.route_for(ctx.feature, &client.id, bucket)
-                }
-                None => self.shared.migration.route(ctx.feature, request_bucket(&req, b"")),
-            },
-            _ => Route::Legacy,
+    fn check(&self, call: Authenticated<B>) -> Result<Call<B>, Answer<ProxyBody>> {
+        let mut call = call.into_call();
+        let ctx = &mut call.ctx;
+        let route = match (ctx.feature, &ctx.client) {
+            (Feature::Other, _) | (_, None) => Route::Legacy,
+            (feature, Some(client)) => {
+                let bucket = request_bucket(&call.req, client.id.as_bytes());
+                self.migration.route_for(feature, &client.id, bucket)
+            }
         };
-        if let Some(ctx) = req.extensions_mut().get_mut::<Ctx>() {
-            ctx.route = route;
-        }
-        req.headers_mut().insert(X_PAYMESH_ROUTE.clone(), HeaderValue::from_static(route.as_str()));
-        self.inner.call(req)
+        ctx.route = route;
+        call.req.headers_mut().insert(X_PAYMESH_ROUTE.clone(), HeaderValue::from_static(route.as_str()));
+        Ok(call)
     }
 }
 

@@ -12,24 +12,21 @@
 //! admitted and refused (one relaxed add beside the compare-and-swap, in the
 //! same cache line), which is the demand the fleet task reports.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::header::RETRY_AFTER;
-use http::{HeaderName, HeaderValue, Request, Response};
-use tower::{Layer, Service};
+use http::{HeaderName, HeaderValue};
 
-use super::Rejectable;
+use super::Filter;
+use super::auth::Authenticated;
 use crate::body::ProxyBody;
-use crate::components::Component;
+use crate::components::{Component, Components};
 use crate::config::Rate;
-use crate::ctx::{self, Ctx};
+use crate::ctx::Answer;
 use crate::error::Reject;
-use crate::state::Shared;
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
@@ -177,64 +174,39 @@ pub fn now_ns() -> u64 {
     epoch().elapsed().as_nanos() as u64
 }
 
+/// The per-client throttle. It takes only authenticated calls: a request
+/// without a proven client cannot reach it, so cannot pass uncharged.
 #[derive(Debug, Clone)]
-pub struct ThrottleLayer {
-    shared: Arc<Shared>,
+pub struct Throttle {
+    components: Arc<Components>,
 }
 
-impl ThrottleLayer {
-    pub fn new(shared: Arc<Shared>) -> Self {
+impl Throttle {
+    pub fn new(components: Arc<Components>) -> Self {
         // Fix the epoch before the first request races to do it.
         let _ = epoch();
-        Self { shared }
+        Self { components }
     }
 }
 
-impl<S> Layer<S> for ThrottleLayer {
-    type Service = Throttle<S>;
+impl<B> Filter<Authenticated<B>> for Throttle {
+    type Out = Authenticated<B>;
 
-    fn layer(&self, inner: S) -> Throttle<S> {
-        Throttle { inner, shared: self.shared.clone() }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Throttle<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S, B> Service<Request<B>> for Throttle<S>
-where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible>,
-{
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Rejectable<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let Some(client) = req.extensions().get::<Ctx>().and_then(|c| c.client.clone()) else {
-            // Auth stands before this layer; without a client there is
-            // nothing to charge.
-            return Rejectable::pass(self.inner.call(req));
-        };
+    fn check(&self, call: Authenticated<B>) -> Result<Authenticated<B>, Answer<ProxyBody>> {
+        let client = call.client();
         match client.bucket.try_acquire(now_ns()) {
-            Decision::Allow { .. } => Rejectable::pass(self.inner.call(req)),
+            Decision::Allow { .. } => Ok(call),
             Decision::Deny { retry_after, reset } => {
-                if self.shared.components.enabled(Component::DetailedMetrics) {
+                if self.components.enabled(Component::DetailedMetrics) {
                     client.throttled.inc();
                 }
-                let mut res = Reject::RateLimited.response(ctx::take(req.extensions_mut()));
+                let mut res = Reject::RateLimited.response();
                 let h = res.headers_mut();
                 h.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(retry_after)));
                 h.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(client.bucket.burst()));
                 h.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from_static("0"));
                 h.insert(RATELIMIT_RESET.clone(), HeaderValue::from(ceil_secs(reset)));
-                Rejectable::reject(res)
+                Err(call.into_call().answer(res))
             }
         }
     }

@@ -14,45 +14,31 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{Request, Response};
 use pin_project_lite::pin_project;
-use tower::{Layer, Service};
+use tower::Service;
 use tracing::Span;
 
-use crate::components::Component;
-use crate::ctx::Ctx;
-use crate::state::Shared;
+use super::Step;
+use crate::components::{Component, Components};
+use crate::ctx::{Answer, Call};
 
+/// The request span; needs only the component switches.
 #[derive(Debug, Clone)]
-pub struct TraceLayer {
-    shared: Arc<Shared>,
+pub struct Trace {
+    components: Arc<Components>,
 }
 
-impl TraceLayer {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+impl Trace {
+    pub fn new(components: Arc<Components>) -> Self {
+        Self { components }
     }
 }
 
-impl<S> Layer<S> for TraceLayer {
-    type Service = Trace<S>;
-
-    fn layer(&self, inner: S) -> Trace<S> {
-        Trace { inner, shared: self.shared.clone() }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Trace<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S, B, RB> Service<Request<B>> for Trace<S>
+impl<S, B, RB> Service<Call<B>> for Step<Trace, S>
 where
-    S: Service<Request<B>, Response = Response<RB>, Error = Infallible>,
+    S: Service<Call<B>, Response = Answer<RB>, Error = Infallible>,
 {
-    type Response = Response<RB>;
+    type Response = Answer<RB>;
     type Error = Infallible;
     type Future = TraceFuture<S::Future>;
 
@@ -60,23 +46,20 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        if !self.shared.components.enabled(Component::Tracing) {
-            return TraceFuture::Plain { fut: self.inner.call(req) };
+    fn call(&mut self, call: Call<B>) -> Self::Future {
+        if !self.step.components.enabled(Component::Tracing) {
+            return TraceFuture::Plain { fut: self.inner.call(call) };
         }
-        let span = match req.extensions().get::<Ctx>() {
-            Some(ctx) => tracing::debug_span!(
-                "request",
-                id = ctx.request_id.to_str().unwrap_or(""),
-                method = %req.method(),
-                feature = ctx.feature.as_str(),
-            ),
-            None => tracing::debug_span!("request", method = %req.method()),
-        };
+        let span = tracing::debug_span!(
+            "request",
+            id = call.ctx.request_id.to_str().unwrap_or(""),
+            method = %call.req.method(),
+            feature = call.ctx.feature.as_str(),
+        );
         if span.is_disabled() {
-            return TraceFuture::Plain { fut: self.inner.call(req) };
+            return TraceFuture::Plain { fut: self.inner.call(call) };
         }
-        let fut = span.in_scope(|| self.inner.call(req));
+        let fut = span.in_scope(|| self.inner.call(call));
         TraceFuture::Traced { fut, span, start: Instant::now() }
     }
 }
@@ -92,7 +75,7 @@ pin_project! {
 
 impl<F, RB> Future for TraceFuture<F>
 where
-    F: Future<Output = Result<Response<RB>, Infallible>>,
+    F: Future<Output = Result<Answer<RB>, Infallible>>,
 {
     type Output = F::Output;
 
@@ -101,15 +84,14 @@ where
             TraceProj::Plain { fut } => fut.poll(cx),
             TraceProj::Traced { fut, span, start } => {
                 let _entered = span.enter();
-                let Ok(res) = std::task::ready!(fut.poll(cx));
-                let route = res.extensions().get::<Ctx>().map_or("none", |c| c.route.as_str());
+                let Ok(answer) = std::task::ready!(fut.poll(cx));
                 tracing::debug!(
-                    status = res.status().as_u16(),
-                    route,
+                    status = answer.res.status().as_u16(),
+                    route = answer.ctx.route.as_str(),
                     elapsed_us = start.elapsed().as_micros() as u64,
                     "answered"
                 );
-                Poll::Ready(Ok(res))
+                Poll::Ready(Ok(answer))
             }
         }
     }
