@@ -20,7 +20,7 @@ struct Cli {
     #[arg(long, value_name = "FILE", env = "PAYMESH_SIDECAR_CONFIG", required_unless_present = "check_config")]
     config: Option<PathBuf>,
     /// Validate FILE, print every problem with its key, and exit (0 valid, 1 not).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "PAYMESH_SIDECAR_CHECK_CONFIG")]
     check_config: Option<PathBuf>,
     /// Log line format (logs go to stderr; stdout is the default access log).
     #[arg(long, value_enum, env = "PAYMESH_LOG_FORMAT", default_value_t = LogFormat::Text)]

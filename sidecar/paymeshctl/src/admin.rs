@@ -18,7 +18,7 @@ use hyper_util::rt::TokioExecutor;
 #[derive(Debug, Args)]
 pub struct AdminTarget {
     /// The sidecar's admin base URL.
-    #[arg(long, default_value = "http://127.0.0.1:9901")]
+    #[arg(long, env = "PAYMESH_ADMIN_URL", default_value = "http://127.0.0.1:9901")]
     sidecar: String,
     /// File holding the sidecar's admin token (its `admin.token_file`).
     #[arg(long, env = "PAYMESH_ADMIN_TOKEN_FILE", value_name = "FILE")]

@@ -69,26 +69,26 @@ enum Command {
     /// Overload switch records, from etcd or from a sidecar's events file.
     SwitchEvents {
         /// Read this JSON-lines events file instead of etcd.
-        #[arg(long)]
+        #[arg(long, env = "PAYMESH_SWITCH_EVENTS_FILE")]
         file: Option<PathBuf>,
         /// Only this pod's records.
-        #[arg(long)]
+        #[arg(long, env = "PAYMESH_SWITCH_EVENTS_POD")]
         pod: Option<String>,
         /// At most this many, newest last.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, env = "PAYMESH_SWITCH_EVENTS_LIMIT", default_value_t = 50)]
         limit: usize,
     },
     /// Fleet quota members and, per `scope: fleet` client, each member's
     /// demand, admitted and refused rates and share, from etcd.
     Fleet {
         /// Print JSON instead of tables.
-        #[arg(long)]
+        #[arg(long, env = "PAYMESH_FLEET_JSON")]
         json: bool,
     },
     /// A sidecar's /admin/state, readably.
     State {
         /// The sidecar's admin base URL.
-        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        #[arg(long, env = "PAYMESH_ADMIN_URL", default_value = "http://127.0.0.1:9901")]
         sidecar: String,
     },
     /// Ask a sidecar to reload its config file now (POST /admin/reload;
@@ -124,11 +124,11 @@ enum Migration {
         percent: Option<String>,
         /// Override the feature's percent for this client only
         /// (`<prefix>/migration/<feature>/clients/<ID>`).
-        #[arg(long, value_name = "ID")]
+        #[arg(long, env = "PAYMESH_MIGRATION_CLIENT", value_name = "ID")]
         client: Option<String>,
         /// With --client: delete the override; the client follows the
         /// feature's percent again.
-        #[arg(long, requires = "client", conflicts_with = "percent")]
+        #[arg(long, env = "PAYMESH_MIGRATION_DELETE", requires = "client", conflicts_with = "percent")]
         delete: bool,
     },
     /// Raise a feature's (or one client's) percent step by step while the
@@ -140,9 +140,9 @@ enum Migration {
     History {
         feature: String,
         /// Only the changes of this client's override.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, env = "PAYMESH_MIGRATION_CLIENT", value_name = "ID")]
         client: Option<String>,
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, env = "PAYMESH_MIGRATION_HISTORY_LIMIT", default_value_t = 20)]
         limit: i64,
     },
 }
@@ -152,43 +152,49 @@ struct RampArgs {
     feature: String,
     /// Ramp this client's override only, judged on its traffic only (it
     /// starts from the client's current percent).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, env = "PAYMESH_MIGRATION_CLIENT", value_name = "ID")]
     client: Option<String>,
     /// Target percent.
-    #[arg(long)]
+    #[arg(long, env = "PAYMESH_RAMP_TO")]
     to: String,
     /// Percent added per step.
-    #[arg(long)]
+    #[arg(long, env = "PAYMESH_RAMP_STEP")]
     step: String,
     /// Time each step is watched before it is judged, e.g. `60s`.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PAYMESH_RAMP_INTERVAL", value_parser = humantime::parse_duration)]
     interval: Duration,
     /// Highest acceptable 5xx share of the orchestration path: `0.01` or `1%`.
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(long, env = "PAYMESH_RAMP_MAX_ERROR_RATE", value_parser = parse_rate)]
     max_error_rate: f64,
     /// Highest acceptable p99 latency of the orchestration path, e.g. `250ms`.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PAYMESH_RAMP_MAX_P99", value_parser = humantime::parse_duration)]
     max_p99: Duration,
     /// Requests an interval needs before it can be judged.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "PAYMESH_RAMP_MIN_REQUESTS", default_value_t = 100)]
     min_requests: u64,
     /// Intervals a step may wait for evidence (enough traffic, every
     /// sidecar's data, latency histograms) before the ramp gives up and
     /// rolls back.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "PAYMESH_RAMP_MAX_HOLDS", default_value_t = 10)]
     max_holds: u32,
     /// On a breach, go back to 0 rather than to the last healthy step.
-    #[arg(long)]
+    #[arg(long, env = "PAYMESH_RAMP_ROLLBACK_TO_ZERO")]
     rollback_to_zero: bool,
     /// Admin URLs of the sidecars to scrape, comma-separated.
-    #[arg(long, value_delimiter = ',', conflicts_with = "prometheus", required_unless_present = "prometheus")]
+    #[arg(
+        long,
+        env = "PAYMESH_RAMP_SIDECARS",
+        value_delimiter = ',',
+        conflicts_with = "prometheus",
+        required_unless_present = "prometheus"
+    )]
     sidecars: Vec<String>,
     /// A Prometheus server to query instead.
-    #[arg(long)]
+    #[arg(long, env = "PAYMESH_RAMP_PROMETHEUS")]
     prometheus: Option<String>,
     /// Extra label matchers for every Prometheus query, e.g.
     /// `job="paymesh",namespace="payments"`.
-    #[arg(long, requires = "prometheus", value_name = "MATCHERS")]
+    #[arg(long, env = "PAYMESH_RAMP_SELECTOR", requires = "prometheus", value_name = "MATCHERS")]
     selector: Option<String>,
 }
 

@@ -37,7 +37,7 @@ pub struct Args {
 
     /// Do not sample: check that --out holds a valid sample no older than
     /// three intervals and exit 0 if so, 1 if not (a liveness probe).
-    #[arg(long)]
+    #[arg(long, env = "PAYMESH_TELEMETRY_CHECK")]
     pub check: bool,
 
     /// Log line format (on stderr).
