@@ -224,8 +224,12 @@ impl PaymentOrchestration for LegacyOrchestration {
                     }))),
                 )
                 .await?;
-            if auth["status"] != "authorized" {
-                return Err(Step::Refused(Failure::CardDeclined));
+            match auth["status"].as_str() {
+                // Captured: an earlier attempt of this payment got that far
+                // before it died; the capture below replays as done.
+                Some("authorized" | "captured") => {}
+                Some("declined") => return Err(Step::Refused(Failure::CardDeclined)),
+                _ => return Err(Step::Error(ApiError::bad_gateway("payment authorization"))),
             }
             let authorization = auth["authorization"].clone();
             let _: serde_json::Value =
