@@ -30,7 +30,12 @@ impl SidecarProcess {
     /// Writes a config for `app` (host:port) with the demo client, plus
     /// `extra` YAML sections, and starts the sidecar; waits for `/healthz`.
     pub async fn start(dir: &Path, app: &str, extra: &str) -> SidecarProcess {
-        on_free_ports(async || Self::try_start(dir, free_port(), free_port(), app, extra, &[]).await).await
+        on_free_ports(async || {
+            let (listen_port, admin_port) = (free_port(), free_port());
+            let yaml = with_token(dir, listen_port, admin_port, app, extra);
+            Self::launch(dir, listen_port, admin_port, &yaml, &[], &[]).await
+        })
+        .await
     }
 
     pub async fn start_on(dir: &Path, listen_port: u16, admin_port: u16, app: &str, extra: &str) -> SidecarProcess {
@@ -47,7 +52,8 @@ impl SidecarProcess {
         extra: &str,
         env: &[(&str, &str)],
     ) -> SidecarProcess {
-        let started = Self::try_start(dir, listen_port, admin_port, app, extra, env).await;
+        let yaml = with_token(dir, listen_port, admin_port, app, extra);
+        let started = Self::launch(dir, listen_port, admin_port, &yaml, &[], env).await;
         started.unwrap_or_else(|| panic!("port {listen_port} or {admin_port} is taken"))
     }
 
@@ -66,25 +72,7 @@ impl SidecarProcess {
         .await
     }
 
-    /// [`config_yaml`] with the admin token file; `None`: a port was taken.
-    async fn try_start(
-        dir: &Path,
-        listen_port: u16,
-        admin_port: u16,
-        app: &str,
-        extra: &str,
-        env: &[(&str, &str)],
-    ) -> Option<SidecarProcess> {
-        let token = dir.join(format!("admin-token-{listen_port}"));
-        std::fs::write(&token, format!("{ADMIN_TOKEN}\n")).expect("write admin token");
-        let yaml = config_yaml(listen_port, admin_port, app, extra).replacen(
-            &format!("admin: \"127.0.0.1:{admin_port}\""),
-            &format!("admin: {{ listen: \"127.0.0.1:{admin_port}\", token_file: {token:?} }}"),
-            1,
-        );
-        Self::launch(dir, listen_port, admin_port, &yaml, &[], env).await
-    }
-
+    /// `None`: a port was taken (see [`Process::ready`]).
     async fn launch(
         dir: &Path,
         listen_port: u16,
@@ -124,6 +112,17 @@ impl SidecarProcess {
     pub async fn metrics(&self) -> String {
         String::from_utf8_lossy(&Client::new().get(&format!("{}/metrics", self.admin), &[]).await.body).into_owned()
     }
+}
+
+/// [`config_yaml`] with `admin.token_file`, a file in `dir` holding [`ADMIN_TOKEN`].
+fn with_token(dir: &Path, listen_port: u16, admin_port: u16, app: &str, extra: &str) -> String {
+    let token = dir.join(format!("admin-token-{listen_port}"));
+    std::fs::write(&token, format!("{ADMIN_TOKEN}\n")).expect("write admin token");
+    config_yaml(listen_port, admin_port, app, extra).replacen(
+        &format!("admin: \"127.0.0.1:{admin_port}\""),
+        &format!("admin: {{ listen: \"127.0.0.1:{admin_port}\", token_file: {token:?} }}"),
+        1,
+    )
 }
 
 /// A sidecar config: the demo client with a rate that never binds.
