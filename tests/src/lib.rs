@@ -135,8 +135,8 @@ impl Process {
         signal::kill(self.pid(), sig).unwrap_or_else(|e| panic!("cannot signal {}: {e}", self.name));
     }
 
-    /// Waits up to `timeout` for the process to exit, off the runtime's
-    /// threads (the test's client tasks keep running meanwhile).
+    /// Waits up to `timeout` for the process to exit, without blocking a
+    /// runtime thread (the test's client tasks keep running meanwhile).
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
