@@ -1,12 +1,10 @@
 //! The admin listener's trust model over a real socket: reads are open,
 //! state changes need a loopback peer and the admin token.
 
-mod support;
-
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use support::*;
+use paymesh_system_tests::in_process::*;
 
 /// Every state-changing admin request, as (method, path, body).
 const MUTATING: &[(Method, &str, &str)] = &[

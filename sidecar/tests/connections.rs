@@ -3,8 +3,6 @@
 //! handshake, headers), idle HTTP/2 connections closed, a cap on open
 //! connections that leaves the admin listener answering.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,8 +10,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use paymesh_system_tests::in_process::*;
 use rustls::pki_types::{CertificateDer, ServerName};
-use support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

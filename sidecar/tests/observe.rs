@@ -1,12 +1,10 @@
 //! What operators see: access-log lines and Prometheus metrics.
 
-mod support;
-
 use std::collections::BTreeSet;
 
 use http::{Method, StatusCode};
 use paymesh_sidecar::components::Component;
-use support::*;
+use paymesh_system_tests::in_process::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_lines_are_json_with_every_field() {

@@ -1,11 +1,9 @@
 //! The built binary as a process: `--check-config`, refusing a bad start,
 //! SIGHUP reload, and a SIGTERM drain that fails no accepted request.
 
-mod support;
-
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,85 +14,17 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use support::*;
+use nix::sys::signal::Signal;
+use paymesh_system_tests::SidecarProcess;
+use paymesh_system_tests::in_process::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_paymesh-sidecar");
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// A sidecar process, killed if the test ends early.
-struct Proc {
-    child: Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn start(app: SocketAddr, extra: &str) -> Proc {
-        let dir = tempfile::tempdir().unwrap();
-        let (proxy, admin) = (free_port(), free_port());
-        let yaml = config_yaml(app, extra)
-            .replace("listen: \"127.0.0.1:0\"", &format!("listen: \"{proxy}\""))
-            .replace("admin: \"127.0.0.1:0\"", &format!("admin: \"{admin}\""))
-            .replace("{dir}", dir.path().to_str().unwrap());
-        let config = dir.path().join("sidecar.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .arg("--log-format")
-            .arg("json")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Proc { child, proxy, admin, dir }
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-
-    fn config_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("sidecar.yaml")
-    }
-
-    async fn wait_ready(&self) {
-        let url = format!("http://{}/readyz", self.admin);
-        eventually(Duration::from_secs(20), "sidecar process ready", || {
-            let url = url.clone();
-            async move {
-                let c: Client<HttpConnector, Full<Bytes>> =
-                    Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-                matches!(c.get(url.parse().unwrap()).await, Ok(r) if r.status() == StatusCode::OK)
-            }
-        })
-        .await;
-    }
-
-    async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "sidecar did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+/// The built sidecar with `config_yaml(app, extra)` on free ports, ready.
+async fn start(dir: &Path, app: SocketAddr, extra: &str) -> SidecarProcess {
+    let p = SidecarProcess::start_yaml(dir, &config_yaml(app, extra), &["--log-format", "json"]).await;
+    p.wait_ready(Duration::from_secs(20)).await;
+    p
 }
 
 fn check_config(path: &Path) -> (bool, String, String) {
@@ -180,24 +110,24 @@ fn a_non_loopback_app_refuses_to_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_file() {
     let app = upstream().await;
-    let p = Proc::start(app.addr, "");
-    p.wait_ready().await;
-    let yaml = std::fs::read_to_string(p.config_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(dir.path(), app.addr, "").await;
+    let yaml = std::fs::read_to_string(&p.config).unwrap();
     let rotated = yaml.replace(&sha256_hex(CHECKOUT_KEY), &sha256_hex("sk_test_hup"));
     // Rewrite in place (same inode, same size) and put the old mtime back,
     // so the file poll sees nothing: only the signal can trigger the reload.
-    let mtime = std::fs::metadata(p.config_path()).unwrap().modified().unwrap();
-    std::fs::write(p.config_path(), rotated).unwrap();
-    std::fs::File::options().write(true).open(p.config_path()).unwrap().set_modified(mtime).unwrap();
+    let mtime = std::fs::metadata(&p.config).unwrap().modified().unwrap();
+    std::fs::write(&p.config, rotated).unwrap();
+    std::fs::File::options().write(true).open(&p.config).unwrap().set_modified(mtime).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let url = format!("http://{}/v1/charges", p.proxy);
+    let url = format!("{}/v1/charges", p.url);
     let hup_key = [("authorization", "Bearer sk_test_hup")];
     assert_eq!(
         send(http::Method::POST, &url, &hup_key, "{}").await.status,
         StatusCode::UNAUTHORIZED,
         "no reload without the signal"
     );
-    p.signal(Signal::SIGHUP);
+    p.process.signal(Signal::SIGHUP);
     eventually(Duration::from_secs(5), "reloaded key", || {
         let url = url.clone();
         async move {
@@ -218,10 +148,10 @@ struct Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_steady_stream_fails_no_request() {
     let app = upstream().await;
-    let mut p = Proc::start(app.addr, "limits: { drain_timeout: 15s }\n");
-    p.wait_ready().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = start(dir.path(), app.addr, "limits: { drain_timeout: 15s }\n").await;
     let stop = Arc::new(AtomicBool::new(false));
-    let url = format!("http://{}/v1/charges/ch_1", p.proxy);
+    let url = format!("{}/v1/charges/ch_1", p.url);
     let auth = format!("Bearer {CHECKOUT_KEY}");
     let workers: Vec<_> = (0..6)
         .map(|_| {
@@ -264,8 +194,8 @@ async fn sigterm_during_a_steady_stream_fails_no_request() {
     };
     eventually(Duration::from_secs(10), "steady stream", || async { app.hits.load(Ordering::SeqCst) >= 20 }).await;
     let sigterm_at = Instant::now();
-    p.signal(Signal::SIGTERM);
-    let readyz = format!("http://{}/readyz", p.admin);
+    p.process.signal(Signal::SIGTERM);
+    let readyz = format!("{}/readyz", p.admin);
     eventually(Duration::from_secs(1), "readyz fails while draining", || {
         let readyz = readyz.clone();
         async move { get(&readyz).await.status == StatusCode::SERVICE_UNAVAILABLE }
@@ -273,7 +203,7 @@ async fn sigterm_during_a_steady_stream_fails_no_request() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
-    let status = p.wait_exit(Duration::from_secs(15)).await;
+    let status = p.process.wait_exit(Duration::from_secs(15)).await.expect("sidecar did not exit");
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(long.await.unwrap(), StatusCode::CREATED);
 

@@ -1,12 +1,10 @@
 //! Component tests of the request path: a sidecar in-process on 127.0.0.1:0
 //! in front of an echoing upstream, driven over real sockets.
 
-mod support;
-
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use support::*;
+use paymesh_system_tests::in_process::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -2,12 +2,10 @@
 //! invalid one is refused and counted, a ConfigMap-style symlink swap is
 //! noticed.
 
-mod support;
-
 use std::time::Duration;
 
 use http::StatusCode;
-use support::*;
+use paymesh_system_tests::in_process::*;
 
 const NEW_KEY: &str = "sk_test_rotated";
 

@@ -3,20 +3,18 @@
 //! for every line that is missing. Also `--check-config` on the rotation
 //! keys.
 
-mod support;
-
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use paymesh_sidecar::observe::rotate::{kept_files, numbered};
-use support::*;
+use paymesh_system_tests::SidecarProcess;
+use paymesh_system_tests::in_process::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_paymesh-sidecar");
 
@@ -26,87 +24,51 @@ const MAX_BYTES: u64 = 64 * 1024;
 /// must be found.
 const KEEP: u32 = 200;
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// A sidecar process with a rotating file access log, killed if the test
-/// ends early.
+/// A sidecar process with a rotating file access log, and its directory.
 struct Proc {
-    child: Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
+    sidecar: SidecarProcess,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Proc {
     async fn start(app: SocketAddr) -> Proc {
         let dir = tempfile::tempdir().unwrap();
-        let (proxy, admin) = (free_port(), free_port());
         let rotate = format!("{{ max_bytes: {MAX_BYTES}, keep: {KEEP} }}");
         let yaml = config_yaml(app, "")
-            .replace("listen: \"127.0.0.1:0\"", &format!("listen: \"{proxy}\""))
-            .replace("admin: \"127.0.0.1:0\"", &format!("admin: \"{admin}\""))
             .replace("rate: { per_second: 1000, burst: 1000 }", "rate: { per_second: 100000, burst: 100000 }")
             .replace(
                 "access_log: { path: \"{dir}/access.log\" }",
                 &format!("access_log: {{ path: \"{{dir}}/access.log\", rotate: {rotate} }}"),
-            )
-            .replace("{dir}", dir.path().to_str().unwrap());
+            );
         assert!(yaml.contains("max_bytes"), "the access_log line of config_yaml changed:\n{yaml}");
-        let config = dir.path().join("sidecar.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(BIN).arg("--config").arg(&config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        let p = Proc { child, proxy, admin, dir };
-        let url = format!("http://{}/readyz", p.admin);
-        eventually(Duration::from_secs(20), "sidecar process ready", || {
-            let url = url.clone();
-            // Not `get`: it panics on the refused connects of a process still starting.
-            async move { matches!(client().get(url.parse().unwrap()).await, Ok(r) if r.status() == StatusCode::OK) }
-        })
-        .await;
-        p
+        let sidecar = SidecarProcess::start_yaml(dir.path(), &yaml, &[]).await;
+        sidecar.wait_ready(Duration::from_secs(20)).await;
+        Proc { sidecar, dir }
     }
 
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("access.log")
     }
 
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-
     async fn dropped(&self) -> u64 {
-        let reply = get(&format!("http://{}/metrics", self.admin)).await;
+        let reply = get(&format!("{}/metrics", self.sidecar.admin)).await;
         metric(&String::from_utf8_lossy(&reply.body), "paymesh_access_log_dropped_total")
             .expect("the drop counter is exported") as u64
     }
 
     /// SIGTERM, and wait for the exit that follows the access-log flush.
     async fn stop(&mut self) {
-        self.signal(Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "sidecar did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.sidecar.process.signal(Signal::SIGTERM);
+        self.sidecar.process.wait_exit(Duration::from_secs(20)).await.expect("sidecar did not exit");
     }
 }
 
 /// `n` requests from `concurrency` tasks; `during(i)` runs in the sender
 /// of request `i` before it is sent, once.
-async fn load(proxy: SocketAddr, n: usize, concurrency: usize, at: usize, during: impl FnOnce() + Send + 'static) {
+async fn load(proxy: &str, n: usize, concurrency: usize, at: usize, during: impl FnOnce() + Send + 'static) {
     let next = Arc::new(AtomicUsize::new(0));
     let during = Arc::new(std::sync::Mutex::new(Some(during)));
-    let url = format!("http://{proxy}/v1/charges");
+    let url = format!("{proxy}/v1/charges");
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let (next, during, url) = (next.clone(), during.clone(), url.clone());
@@ -155,7 +117,7 @@ async fn size_rotation_under_load_loses_and_tears_no_line() {
     const REQUESTS: usize = 4000;
     let app = upstream().await;
     let mut p = Proc::start(app.addr).await;
-    load(p.proxy, REQUESTS, 32, usize::MAX, || {}).await;
+    load(&p.sidecar.url, REQUESTS, 32, usize::MAX, || {}).await;
     let dropped = p.dropped().await;
     p.stop().await;
 
@@ -180,11 +142,11 @@ async fn sigusr1_after_a_move_reopens_the_path_under_load() {
     let app = upstream().await;
     let mut p = Proc::start(app.addr).await;
     let (path, moved) = (p.log_path(), p.dir.path().join("access.log.moved"));
-    let pid = Pid::from_raw(p.child.id() as i32);
+    let pid = p.sidecar.process.pid();
     let (path2, moved2) = (path.clone(), moved.clone());
     // What logrotate does: move the live file, then signal. Lines keep
     // going into the moved file until the writer reopens.
-    load(p.proxy, REQUESTS, 32, REQUESTS / 2, move || {
+    load(&p.sidecar.url, REQUESTS, 32, REQUESTS / 2, move || {
         std::fs::rename(&path2, &moved2).unwrap();
         kill(pid, Signal::SIGUSR1).unwrap();
     })

@@ -1,8 +1,6 @@
 //! TLS and mTLS on the public listener, with certificates made by rcgen at
 //! test time.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -11,13 +9,13 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use paymesh_system_tests::in_process::*;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use support::*;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -118,7 +116,7 @@ async fn tls_serves_http1_and_h2() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "h2={h2}");
     }
     // Plain HTTP on the TLS port gets nowhere.
-    let plain = support::client()
+    let plain = client()
         .request(Request::get(sc.url("/v1/charges/ch_1")).body(http_body_util::Full::new(Bytes::new())).unwrap())
         .await;
     assert!(plain.is_err());

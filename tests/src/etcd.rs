@@ -1,7 +1,7 @@
 //! A real etcd server for the tests: the system's `etcd` binary on free
 //! loopback ports, its data in a temporary directory.
 
-use crate::{Client, Process, eventually, free_port};
+use crate::{Process, free_port, on_free_ports};
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,40 +18,28 @@ impl Etcd {
     /// Starts etcd with its data under `dir`; panics with a hint when the
     /// `etcd` binary is missing (`make deps` installs Debian's etcd-server).
     pub async fn start(dir: &Path) -> Etcd {
-        // A port free a moment ago may be taken before etcd binds it (by
-        // another test's ephemeral port): then take two new ones.
-        for _ in 0..4 {
-            if let Some(etcd) = Self::try_start_on(dir, free_port(), free_port()).await {
-                return etcd;
+        on_free_ports(async || {
+            let started = Self::try_start_on(dir, free_port(), free_port()).await;
+            if started.is_none() {
+                // A fresh member on new ports: not the data of the one that failed.
+                let _ = std::fs::remove_dir_all(dir.join("etcd-data"));
             }
-        }
-        Self::start_on(dir, free_port(), free_port()).await
+            started
+        })
+        .await
     }
 
     /// Restarts on the same ports and data, e.g. after [`Process::kill9`].
     pub async fn restart(&mut self, dir: &Path) {
-        let fresh = Self::start_on(dir, self.client_port, self.peer_port).await;
-        *self = fresh;
+        let fresh = Self::try_start_on(dir, self.client_port, self.peer_port).await;
+        *self = fresh.unwrap_or_else(|| panic!("etcd's ports {} and {} are taken", self.client_port, self.peer_port));
     }
 
     /// `None` when etcd exited because a port was already in use.
     async fn try_start_on(dir: &Path, client_port: u16, peer_port: u16) -> Option<Etcd> {
         let (mut process, url) = Self::spawn(dir, client_port, peer_port);
-        let client = Client::new();
-        let health = format!("{url}/health");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            if client.ok(&health).await {
-                return Some(Etcd { process, url, client_port, peer_port });
-            }
-            if process.wait_exit(Duration::ZERO).is_some() {
-                assert!(process.log().contains("address already in use"), "etcd exited:\n{}", process.log());
-                let _ = std::fs::remove_dir_all(dir.join("etcd-data"));
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("timed out after 20s waiting for etcd to be healthy:\n{}", process.log());
+        process.ready(&format!("{url}/health"), Duration::from_secs(20)).await?;
+        Some(Etcd { process, url, client_port, peer_port })
     }
 
     fn spawn(dir: &Path, client_port: u16, peer_port: u16) -> (Process, String) {
@@ -82,16 +70,7 @@ impl Etcd {
         ];
         (Process::spawn_path("etcd", Path::new(&etcd), &args, &[], dir), url)
     }
-
-    async fn start_on(dir: &Path, client_port: u16, peer_port: u16) -> Etcd {
-        let (process, url) = Self::spawn(dir, client_port, peer_port);
-        let client = Client::new();
-        let health = format!("{url}/health");
-        eventually(Duration::from_secs(20), "etcd to be healthy", || client.ok(&health)).await;
-        Etcd { process, url, client_port, peer_port }
-    }
 }
-
 impl Etcd {
     /// `etcdctl put KEY VALUE` against this server (v3 API).
     pub fn put(&self, key: &str, value: &str) {

@@ -3,7 +3,7 @@
 //! admitted and refused requests per sidecar in 100 ms slots.
 
 use crate::sidecar::{CLIENT, KEY, KEY_SHA256};
-use crate::{Client, Process, eventually, free_port};
+use crate::{Client, Process, free_port, on_free_ports};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -33,6 +33,10 @@ pub struct Member {
 
 impl Member {
     pub async fn start(dir: &Path, etcd: &str, app: &str, pod: &str, rate: &str, fleet: &str) -> Member {
+        on_free_ports(async || Self::try_start(dir, etcd, app, pod, rate, fleet).await).await
+    }
+
+    async fn try_start(dir: &Path, etcd: &str, app: &str, pod: &str, rate: &str, fleet: &str) -> Option<Member> {
         let (listen, admin) = (free_port(), free_port());
         let yaml = format!(
             "listen: \"127.0.0.1:{listen}\"\napp: \"{app}\"\nadmin: \"127.0.0.1:{admin}\"\n\
@@ -47,17 +51,15 @@ impl Member {
         );
         let config = dir.join(format!("sidecar-{pod}.yaml"));
         std::fs::write(&config, yaml).expect("write config");
-        let process = Process::spawn(
+        let mut process = Process::spawn(
             "paymesh-sidecar",
             &["--config", config.to_str().expect("utf-8")],
             &[("POD_NAME", pod), ("RUST_LOG", "info")],
             dir,
         );
         let admin = format!("http://127.0.0.1:{admin}");
-        let client = Client::new();
-        let health = format!("{admin}/healthz");
-        eventually(Duration::from_secs(20), "the sidecar's /healthz", || client.ok(&health)).await;
-        Member { process, url: format!("http://127.0.0.1:{listen}"), admin, pod: pod.to_owned() }
+        process.ready(&format!("{admin}/healthz"), Duration::from_secs(20)).await?;
+        Some(Member { process, url: format!("http://127.0.0.1:{listen}"), admin, pod: pod.to_owned() })
     }
 
     pub async fn state(&self) -> serde_json::Value {
@@ -68,7 +70,7 @@ impl Member {
     pub async fn share(&self) -> Option<f64> {
         let reply = Client::new().send(http::Method::GET, &format!("{}/metrics", self.admin), &[], b"").await.ok()?;
         let scrape = String::from_utf8_lossy(&reply.body).into_owned();
-        crate::sidecar::metric(&scrape, &format!("paymesh_quota_share{{client=\"{CLIENT}\"}}"))
+        crate::metric(&scrape, &format!("paymesh_quota_share{{client=\"{CLIENT}\"}}"))
     }
 
     /// The fleet section's mode (`live`, `grace`, `fallback`, …).

@@ -1,6 +1,8 @@
-//! Support for the system tests: real processes of the workspace's binaries
-//! on free loopback ports, an HTTP client, and `eventually` instead of
-//! sleeps.
+//! The one test-support crate of the workspace, for the system tests
+//! (`tests/tests`, `tests/examples`) and the sidecar's component tests
+//! (`sidecar/tests`, through [`in_process`]): real processes of the
+//! workspace's binaries on free loopback ports, an HTTP client, a reader of
+//! Prometheus text, and `eventually` instead of sleeps.
 //!
 //! The binaries are looked up in the cargo target directory next to the
 //! test executable (or in `PAYMESH_BIN_DIR`); `make test` builds them
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 mod etcd;
 pub mod fleet;
+pub mod in_process;
 pub mod migration;
 pub mod pod;
 mod prometheus;
@@ -46,12 +49,38 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago. Another process may take it
+/// before the server under test binds it: servers started on such ports go
+/// through [`on_free_ports`].
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// Runs `start` (which picks its ports with [`free_port`]) until it does not
+/// answer `None`, the answer of [`Process::ready`] when a port was taken
+/// before the server bound it; panics after five tries.
+pub async fn on_free_ports<T>(mut start: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..5 {
+        if let Some(started) = start().await {
+            return started;
+        }
+    }
+    panic!("five tries in a row found a free port taken before the server bound it");
+}
+
+/// The value of an unlabelled or fully-labelled series in Prometheus text.
+pub fn metric(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Replaces `path` the way config tools do: write a temp file, rename.
+pub fn write_atomically(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.
@@ -106,8 +135,9 @@ impl Process {
         signal::kill(self.pid(), sig).unwrap_or_else(|e| panic!("cannot signal {}: {e}", self.name));
     }
 
-    /// Waits up to `timeout` for the process to exit.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    /// Waits up to `timeout` for the process to exit, without blocking a
+    /// runtime thread (the test's client tasks keep running meanwhile).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -116,8 +146,33 @@ impl Process {
             if Instant::now() >= deadline {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Polls `url` until it answers 200 (`Some`). `None` when the process
+    /// exited first because an address was already in use, a port from
+    /// [`free_port`] taken meanwhile: see [`on_free_ports`]. Panics, with
+    /// the log, on any other exit or after `timeout`.
+    pub async fn ready(&mut self, url: &str, timeout: Duration) -> Option<()> {
+        let client = Client::new();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if client.ok(url).await {
+                return Some(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = self.log();
+                assert!(
+                    log.to_lowercase().contains("address already in use"),
+                    "{} exited ({status}) before {url} answered:\n{log}",
+                    self.name
+                );
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out after {timeout:?} waiting for {url} of {}:\n{}", self.name, self.log());
     }
 
     /// SIGKILL: a crash, with no chance to flush or clean up.
@@ -160,6 +215,16 @@ impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// The `error.code` of a public error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+/// A bare hyper client, for tests that look at the connection itself.
+pub fn client() -> HyperClient<HttpConnector, Full<Bytes>> {
+    HyperClient::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
 /// A small HTTP/1.1 client with keep-alive.
@@ -176,7 +241,7 @@ impl Default for Client {
 
 impl Client {
     pub fn new() -> Client {
-        Client { inner: HyperClient::builder(TokioExecutor::new()).build(HttpConnector::new()) }
+        Client { inner: client() }
     }
 
     pub async fn send(
@@ -224,18 +289,24 @@ pub struct Orchestrator {
 
 impl Orchestrator {
     pub async fn start(data_dir: &Path, log_dir: &Path, extra: &[&str]) -> Orchestrator {
-        Self::start_on(free_port(), data_dir, log_dir, extra).await
+        on_free_ports(async || Self::try_start_on(free_port(), data_dir, log_dir, extra).await).await
     }
 
+    /// On `port`, e.g. again on the port of one that was killed.
     pub async fn start_on(port: u16, data_dir: &Path, log_dir: &Path, extra: &[&str]) -> Orchestrator {
+        let started = Self::try_start_on(port, data_dir, log_dir, extra).await;
+        started.unwrap_or_else(|| panic!("port {port} is taken"))
+    }
+
+    async fn try_start_on(port: u16, data_dir: &Path, log_dir: &Path, extra: &[&str]) -> Option<Orchestrator> {
         let listen = format!("127.0.0.1:{port}");
         let data = data_dir.to_str().expect("utf-8 path");
         let mut args = vec!["--listen", &listen, "--data-dir", data];
         args.extend_from_slice(extra);
-        let process = Process::spawn("paymesh-orchestrator", &args, &[], log_dir);
+        let mut process = Process::spawn("paymesh-orchestrator", &args, &[], log_dir);
         let url = format!("http://{listen}");
-        wait_healthy(&url).await;
-        Orchestrator { process, url, port }
+        process.ready(&format!("{url}/healthz"), Duration::from_secs(20)).await?;
+        Some(Orchestrator { process, url, port })
     }
 }
 
@@ -248,18 +319,15 @@ pub struct AppProcess {
 
 impl AppProcess {
     pub async fn start(orchestrator: &str, log_dir: &Path, extra: &[&str]) -> AppProcess {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut args = vec!["--listen", &listen, "--orchestrator", orchestrator];
-        args.extend_from_slice(extra);
-        let process = Process::spawn("paymesh-app", &args, &[], log_dir);
-        let url = format!("http://{listen}");
-        wait_healthy(&url).await;
-        AppProcess { process, url }
+        on_free_ports(async || {
+            let listen = format!("127.0.0.1:{}", free_port());
+            let mut args = vec!["--listen", &listen, "--orchestrator", orchestrator];
+            args.extend_from_slice(extra);
+            let mut process = Process::spawn("paymesh-app", &args, &[], log_dir);
+            let url = format!("http://{listen}");
+            process.ready(&format!("{url}/healthz"), Duration::from_secs(20)).await?;
+            Some(AppProcess { process, url })
+        })
+        .await
     }
-}
-
-async fn wait_healthy(base: &str) {
-    let client = Client::new();
-    let url = format!("{base}/healthz");
-    eventually(Duration::from_secs(20), &url, || client.ok(&url)).await;
 }

@@ -1,7 +1,7 @@
 //! The whole pod as processes: orchestrator, app and sidecar in front, in
 //! one temp dir, the sidecar ready.
 
-use crate::{AppProcess, Client, Orchestrator, SidecarProcess, eventually};
+use crate::{AppProcess, Orchestrator, SidecarProcess};
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -25,9 +25,7 @@ impl Pod {
         let app = AppProcess::start(&orchestrator.url, dir.path(), &[]).await;
         let app_addr = app.url.trim_start_matches("http://").to_owned();
         let sidecar = SidecarProcess::start(dir.path(), &app_addr, extra).await;
-        let client = Client::new();
-        let ready = format!("{}/readyz", sidecar.admin);
-        eventually(Duration::from_secs(10), "sidecar ready", || client.ok(&ready)).await;
+        sidecar.wait_ready(Duration::from_secs(10)).await;
         Pod { orchestrator, app, sidecar, dir }
     }
 }

@@ -2,7 +2,7 @@
 //! a free loopback port, scraping the given targets at a short interval,
 //! its TSDB in a temporary directory.
 
-use crate::{Client, Process, eventually, free_port};
+use crate::{Client, Process, eventually, free_port, on_free_ports};
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,21 +33,22 @@ impl Prometheus {
             ),
         )
         .expect("write prometheus.yml");
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
         let data = dir.join("prometheus-data");
-        let args = [
-            format!("--config.file={}", config.display()),
-            format!("--storage.tsdb.path={}", data.display()),
-            format!("--web.listen-address={listen}"),
-            "--log.level=warn".to_owned(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let process = Process::spawn_path("prometheus", Path::new(&binary), &args, &[], dir);
-        let url = format!("http://{listen}");
-        let client = Client::new();
-        let ready = format!("{url}/-/ready");
-        eventually(Duration::from_secs(30), "Prometheus to be ready", || client.ok(&ready)).await;
+        let (process, url) = on_free_ports(async || {
+            let listen = format!("127.0.0.1:{}", free_port());
+            let args = [
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", data.display()),
+                format!("--web.listen-address={listen}"),
+                "--log.level=warn".to_owned(),
+            ];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut process = Process::spawn_path("prometheus", Path::new(&binary), &args, &[], dir);
+            let url = format!("http://{listen}");
+            process.ready(&format!("{url}/-/ready"), Duration::from_secs(30)).await?;
+            Some((process, url))
+        })
+        .await;
         let p = Prometheus { process, url };
         let want = targets.len();
         eventually(Duration::from_secs(30), "Prometheus to scrape every target", || async {

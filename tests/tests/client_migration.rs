@@ -6,8 +6,8 @@
 //! that client's traffic.
 
 use paymesh_system_tests::Client;
+use paymesh_system_tests::metric;
 use paymesh_system_tests::migration::{CHECKOUT, INTERNAL, Stack, charge_as, ctl, ramp_args, text, traffic};
-use paymesh_system_tests::sidecar::metric;
 use serde_json::Value;
 
 /// `n` charges as `who` with keys `prefix-0…`, 16 at a time; their routes.

@@ -9,7 +9,7 @@
 //! leases.
 
 use paymesh_system_tests::fleet::{FAST, Load, Member, share_sum, upstream};
-use paymesh_system_tests::sidecar::metric;
+use paymesh_system_tests::metric;
 use paymesh_system_tests::{Etcd, bin, eventually};
 use serde_json::Value;
 use std::time::{Duration, Instant};

@@ -1,9 +1,9 @@
 //! Traffic migration against a real etcd: the sidecar's watch, its cache
 //! file, sticky routing, and `paymeshctl` ramps.
 
-use paymesh_system_tests::sidecar::{KEY, metric};
-use paymesh_system_tests::{AppProcess, Client, Etcd, Orchestrator, SidecarProcess, bin, eventually};
-use serde_json::{Value, json};
+use paymesh_system_tests::migration::{CHECKOUT, charge_as, ctl, ramp_args, traffic};
+use paymesh_system_tests::{AppProcess, Client, Etcd, Orchestrator, SidecarProcess, eventually, metric};
+use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
@@ -48,21 +48,9 @@ impl Stack {
     }
 }
 
+/// A charge as the demo client; its status and `x-paymesh-route`.
 async fn charge(client: &Client, sidecar: &str, key: &str) -> (u16, Option<String>) {
-    let reply = client
-        .send(
-            http::Method::POST,
-            &format!("{sidecar}/v1/charges"),
-            &[("authorization", &format!("Bearer {KEY}")), ("idempotency-key", key)],
-            json!({"amount": 100, "currency": "usd", "source": "tok_visa"}).to_string().as_bytes(),
-        )
-        .await
-        .expect("the sidecar answers");
-    (reply.status.as_u16(), reply.header("x-paymesh-route").map(str::to_owned))
-}
-
-fn ctl(etcd: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(bin("paymeshctl")).arg("--etcd").arg(etcd).args(args).output().expect("paymeshctl runs")
+    charge_as(client, sidecar, CHECKOUT, key).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -204,46 +192,15 @@ async fn a_sidecar_restarted_while_etcd_is_down_uses_the_cache_file() {
 /// Runs `paymeshctl migration ramp charge` in 20-point steps of 1 s to `to`,
 /// judged on this stack's sidecar, off the test's runtime.
 fn ramp(s: &Stack, to: &str) -> tokio::task::JoinHandle<std::process::Output> {
-    let args = [
-        "migration",
-        "ramp",
-        "charge",
-        "--to",
-        to,
-        "--step",
-        "20",
-        "--interval",
-        "1s",
-        "--max-error-rate",
-        "1%",
-        "--max-p99",
-        "2s",
-        "--min-requests",
-        "10",
-        "--sidecars",
-        &s.sidecar.admin,
-    ]
-    .map(str::to_owned);
+    let args = ramp_args("charge", to, "20", "1s", &["--sidecars", &s.sidecar.admin]);
     let etcd = s.etcd.url.clone();
-    tokio::task::spawn_blocking(move || ctl(&etcd, &args.each_ref().map(String::as_str)))
-}
-
-/// Steady charges through the sidecar until dropped.
-fn background_traffic(url: String) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let client = Client::new();
-        let mut n = 0u64;
-        loop {
-            let _ = charge(&client, &url, &format!("ramp-{n}")).await;
-            n += 1;
-        }
-    })
+    tokio::task::spawn_blocking(move || ctl(&etcd, &args.iter().map(String::as_str).collect::<Vec<_>>()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_ramp_reaches_its_target_on_a_healthy_path() {
     let s = Stack::start().await;
-    let traffic = background_traffic(s.sidecar.url.clone());
+    let traffic = traffic(s.sidecar.url.clone(), CHECKOUT);
     let out = ramp(&s, "60").await.unwrap();
     traffic.abort();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -260,7 +217,7 @@ async fn a_ramp_rolls_back_when_the_orchestration_path_fails() {
     let mut s = Stack::start().await;
     s.etcd.put("/paymesh/migration/charge", "20");
     s.wait_percent("charge", 20.0).await;
-    let traffic = background_traffic(s.sidecar.url.clone());
+    let traffic = traffic(s.sidecar.url.clone(), CHECKOUT);
     let ramp = ramp(&s, "100");
     // Let the first step (40%) pass, then take the orchestration service away.
     s.wait_percent("charge", 60.0).await;

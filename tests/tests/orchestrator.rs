@@ -158,7 +158,7 @@ async fn sigterm_stops_both_services_cleanly() {
     assert_eq!(reply.status, 201);
     for p in [&mut app.process, &mut orchestrator.process] {
         p.signal(Signal::SIGTERM);
-        let status = p.wait_exit(Duration::from_secs(10)).expect("exits after SIGTERM");
+        let status = p.wait_exit(Duration::from_secs(10)).await.expect("exits after SIGTERM");
         assert!(status.success(), "exit status {status}");
     }
 }

@@ -8,8 +8,10 @@
 //! garbage telemetry change nothing; an operator can pin a component and
 //! take a CPU profile.
 
-use paymesh_system_tests::sidecar::{ADMIN_AUTH, KEY, metric};
-use paymesh_system_tests::{AppProcess, Client, Etcd, Orchestrator, SidecarProcess, bin, eventually, free_port};
+use paymesh_system_tests::sidecar::{ADMIN_AUTH, KEY};
+use paymesh_system_tests::{
+    AppProcess, Client, Etcd, Orchestrator, SidecarProcess, bin, eventually, free_port, metric,
+};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -227,9 +229,8 @@ async fn a_shed_access_log_and_detailed_metrics_stop_working() {
     let telemetry = Telemetry::start(&d.join("telemetry.json"), 20.0, 30.0);
     let app_addr = app.url.trim_start_matches("http://");
     let sidecar = start_sidecar(d, app_addr, None, &["access_log", "detailed_metrics"], "pod-c").await;
+    sidecar.wait_ready(WAIT).await;
     let client = Client::new();
-    let ready = format!("{}/readyz", sidecar.admin);
-    eventually(WAIT, "sidecar ready", || client.ok(&ready)).await;
     let auth = format!("Bearer {KEY}");
     let charge = |id: String| {
         let (client, url, auth) = (client.clone(), format!("{}/v1/charges", sidecar.url), auth.clone());

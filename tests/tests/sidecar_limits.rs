@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use paymesh_system_tests::sidecar::KEY;
-use paymesh_system_tests::{AppProcess, Client, Orchestrator, SidecarProcess, eventually};
+use paymesh_system_tests::{AppProcess, Orchestrator, SidecarProcess};
 use paymesh_vocab::limits::CLIENT_MAX_HEADERS;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,9 +29,7 @@ async fn pod() -> Pod {
     let app = AppProcess::start(&orchestrator.url, dir.path(), &[]).await;
     let app_addr = app.url.trim_start_matches("http://").to_owned();
     let sidecar = SidecarProcess::start(dir.path(), &app_addr, "").await;
-    let client = Client::new();
-    let ready = format!("{}/readyz", sidecar.admin);
-    eventually(Duration::from_secs(10), "sidecar ready", || client.ok(&ready)).await;
+    sidecar.wait_ready(Duration::from_secs(10)).await;
     Pod { _orchestrator: orchestrator, _app: app, sidecar, _dir: dir }
 }
 

@@ -2,8 +2,8 @@
 //! authentication, header hygiene, route choice and its hot change,
 //! throttling, a dead app, and a SIGTERM drain under load.
 
-use paymesh_system_tests::sidecar::{KEY, metric};
-use paymesh_system_tests::{Client, Pod, eventually};
+use paymesh_system_tests::sidecar::KEY;
+use paymesh_system_tests::{Client, Pod, eventually, metric};
 use serde_json::json;
 use std::time::{Duration, Instant};
 

@@ -15,28 +15,8 @@ const ROUNDS: usize = 3000;
 
 #[test]
 fn config_files_never_panic_the_loader() {
-    let good = br#"listen: "127.0.0.1:8080"
-app: "127.0.0.1:8081"
-admin: "127.0.0.1:9901"
-clients:
-  - id: checkout
-    api_key_sha256: "d17c6600b1a69cb2492a965c20553d4f98f2f139351980714db5de2e2a296e16"
-    rate: { per_second: 200, burst: 400 }
-limits: { max_inflight: 1024, max_body_bytes: 1048576, request_timeout: 10s }
-migration:
-  etcd_endpoints: ["http://127.0.0.1:2379"]
-  prefix: /paymesh
-  cache_file: /var/lib/paymesh/migration.json
-  defaults: { charge: 12.5, refund: 0, disbursement: 100 }
-overload:
-  check_interval: 1s
-  shed: { cpu_percent: 85, mem_percent: 90 }
-  restore: { cpu_percent: 60, mem_percent: 75 }
-  hold: 10s
-  components: [access_log, detailed_metrics, tracing, profiling]
-access_log:
-  path: stdout
-"#;
+    // The fuzz target's seed for the same parser: the design's full example.
+    let good = include_bytes!("../../fuzz/corpus/config/full.yaml");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sidecar.yaml");
     std::fs::write(&path, good).unwrap();

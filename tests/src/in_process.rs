@@ -1,34 +1,31 @@
-//! Shared helpers for the sidecar's component tests: an echoing upstream
-//! app, config files, an in-process sidecar, a client, and `eventually`.
-
-#![allow(dead_code)]
+//! The sidecar in the test's own process, for its component tests
+//! (`sidecar/tests`): an echoing upstream app, config files, a sidecar
+//! started with `paymesh_sidecar::start`, and requests that panic on a
+//! transport error. `use paymesh_system_tests::in_process::*` brings the
+//! shared helpers they need too.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use paymesh_sidecar::{Running, config};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
+pub use crate::sidecar::{ADMIN_AUTH, ADMIN_TOKEN};
+pub use crate::{Client, Reply, client, eventually, metric, write_atomically};
+
 pub const CHECKOUT_KEY: &str = "sk_test_checkout";
 pub const PAYOUTS_KEY: &str = "sk_test_payouts";
-/// The admin token every test sidecar's directory holds (`{dir}/admin-token`);
-/// configs use it through [`with_admin_token`].
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-pub const ADMIN_AUTH: (&str, &str) = ("authorization", "Bearer test-admin-token-0123456789");
 
 /// `yaml` (from [`config_yaml`]) with `admin.token_file` set to the test token.
 pub fn with_admin_token(yaml: &str) -> String {
@@ -190,45 +187,10 @@ pub async fn start_with(dir: tempfile::TempDir, config_path: PathBuf) -> Sidecar
     Sidecar { proxy: running.proxy_addr, admin: running.admin_addr, running: Some(running), dir, config_path }
 }
 
-pub fn client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
-}
-
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Reply {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The `error.code` of a public error body.
-    pub fn error_code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_owned()
-    }
-}
-
+/// One request; panics when it gets no answer.
 pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = client()
-        .request(req.body(Full::new(body.into())).unwrap())
-        .await
-        .unwrap_or_else(|e| panic!("request to {url} failed: {e:?}"));
-    let status = res.status();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Reply { status, headers, body }
+    let body: Bytes = body.into();
+    Client::new().send(method, url, headers, &body).await.unwrap_or_else(|e| panic!("request to {url} failed: {e:?}"))
 }
 
 pub async fn get(url: &str) -> Reply {
@@ -246,22 +208,6 @@ pub async fn charge(sc: &Sidecar, key: &str, idem: &str) -> Reply {
     .await
 }
 
-/// Polls `check` until it returns true, or panics after `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// Waits until the sidecar's readiness probe has seen the app.
 pub async fn ready(sc: &Sidecar) {
     let url = sc.admin_url("/readyz");
@@ -270,15 +216,4 @@ pub async fn ready(sc: &Sidecar) {
         async move { get(&url).await.status == StatusCode::OK }
     })
     .await;
-}
-
-/// The value of one sample line in Prometheus text, if present.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-pub fn write_atomically(path: &Path, contents: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
