@@ -1,6 +1,7 @@
 //! What operators see: access-log lines and Prometheus metrics.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 use paymesh_sidecar::components::Component;
@@ -144,4 +145,59 @@ async fn detailed_metrics_can_be_shed() {
         "plain counters stay"
     );
     assert_eq!(metric(&text, r#"paymesh_component_enabled{component="detailed_metrics"}"#), Some(0.0));
+}
+
+/// A request whose client goes away before the app answered (an HTTP/2
+/// reset, an HTTP/1 hang-up) still gets its access-log line and its count,
+/// as status 499 with the client and route it had reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cancelled_before_its_answer_is_logged_and_counted_as_499() {
+    use tokio::io::AsyncWriteExt;
+
+    let app = upstream().await;
+    let mut sc = sidecar(&config_yaml(app.addr, "")).await;
+    // HTTP/2: the client drops the response future, hyper sends RST_STREAM.
+    let tcp = tokio::net::TcpStream::connect(sc.proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/v1/charges/ch_1", sc.proxy))
+        .header("authorization", format!("Bearer {CHECKOUT_KEY}"))
+        .header("x-test-delay-ms", "3000")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let reset = tokio::time::timeout(Duration::from_millis(300), sender.send_request(req)).await;
+    assert!(reset.is_err(), "the app waits 3 s; the client gave up first");
+    // HTTP/1: the client closes its socket with the request in flight.
+    let mut tcp = tokio::net::TcpStream::connect(sc.proxy).await.unwrap();
+    let req = format!(
+        "GET /v1/refunds/re_1 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CHECKOUT_KEY}\r\nx-test-delay-ms: 3000\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(tcp);
+
+    let metrics = sc.admin_url("/metrics");
+    eventually(Duration::from_secs(5), "both cancellations counted", || {
+        let metrics = metrics.clone();
+        async move {
+            let text = String::from_utf8_lossy(&get(&metrics).await.body).into_owned();
+            let count = |feature: &str| {
+                metric(&text, &format!(r#"paymesh_requests_total{{code="4xx",feature="{feature}",route="legacy"}}"#))
+            };
+            count("charge") == Some(1.0) && count("refund") == Some(1.0)
+        }
+    })
+    .await;
+    let log = sc.access_log_path();
+    sc.stop().await; // flushes the writer
+    let text = std::fs::read_to_string(log).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for feature in ["charge", "refund"] {
+        let line = lines.iter().find(|l| l["feature"] == feature).unwrap_or_else(|| panic!("{feature}: {text}"));
+        assert_eq!(line["status"], 499, "{line}");
+        assert_eq!((line["client"].as_str(), line["route"].as_str()), (Some("checkout"), Some("legacy")));
+    }
 }

@@ -373,6 +373,44 @@ async fn a_pending_key_keeps_its_fingerprint_across_a_crash_on_both_paths() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_captured_before_a_crash_completes_on_retry_not_declined() {
+    // The legacy path dies after the capture and before the ledger entry:
+    // the retry replays the authorization, now captured, and must finish
+    // the payment (it used to answer 422 card_declined, money captured).
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let slow = ["--step-delay", "1s", "--claim-lease", "2s"];
+    let mut orchestrator = Orchestrator::start(&data, dir.path(), &slow).await;
+    let port = orchestrator.port;
+    let app = AppProcess::start(&orchestrator.url, dir.path(), &["--timeout", "20s"]).await;
+    let client = Client::new();
+    let url = format!("{}/v1/charges", app.url);
+    let first = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(
+            async move { post(&client, &url, "legacy", "captured", "faults", &charge_body(1000)).await.status },
+        )
+    };
+    // begin ~1 s, risk ~2 s, authorize ~3 s, capture ~4 s, ledger ~5 s.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    orchestrator.process.kill9();
+    assert!(first.await.unwrap().is_server_error());
+
+    let _restarted = Orchestrator::start_on(port, &data, dir.path(), &["--claim-lease", "2s"]).await;
+    let started = Instant::now();
+    let charge = loop {
+        let r = post(&client, &url, "legacy", "captured", "faults", &charge_body(1000)).await;
+        match r.status.as_u16() {
+            201 => break r.json(),
+            409 if started.elapsed() < Duration::from_secs(20) => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("retry after the crash: {other} {}", r.json()),
+        }
+    };
+    assert_eq!(charge["amount"], 1000);
+    all_readable(&client, &app.url, &[("captured".into(), charge)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_clients_resources_are_404_on_both_paths() {
     let dir = tempfile::tempdir().unwrap();
     let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &[]).await;
