@@ -4,10 +4,10 @@
 //! that ends seven days after the switch, however late the copy lands. The
 //! queue is bounded; while etcd is down the writer retries the record at
 //! its head with jittered, capped backoff and everything behind it waits.
-//! It uses the sidecar's one etcd connection (`crate::etcd`), and reads
-//! where etcd is and the prefix from the live config for every record. At start
-//! the writer also replays this pod's records of the last seven days from
-//! the events file (a put of the same key and value is harmless), so
+//! It uses the sidecar's one etcd connection (`crate::etcd`) and reads
+//! where etcd is and the prefix from the live config for every record. At
+//! start the writer also replays this pod's records of the last seven days
+//! from the events file (a put of the same key and value is harmless), so
 //! records queued when the process stopped reach etcd after all. Nothing
 //! here ever blocks a switch or a request.
 
