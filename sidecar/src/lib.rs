@@ -16,6 +16,7 @@ pub mod config;
 pub mod connections;
 pub mod ctx;
 pub mod error;
+pub mod etcd;
 pub mod fleet;
 pub mod layers;
 pub mod migration;

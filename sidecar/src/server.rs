@@ -124,9 +124,19 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     // arrive in the background whenever it answers.
     let mut sync = MigrationSync::new(shared.clone());
     sync.load_cache();
-    tokio::spawn(sync.run());
-    crate::overload::spawn(&shared, rx.clone());
-    tokio::spawn(crate::fleet::run(shared.clone(), rx.clone()));
+    // One etcd connection for every etcd task, made from the live config.
+    let etcd = {
+        let s = shared.clone();
+        let metrics = crate::etcd::EtcdMetrics::new(&shared.metrics);
+        crate::etcd::Etcd::new(
+            move || s.live.load().config.migration.clone(),
+            shared.migration_sync.etcd.clone(),
+            metrics,
+        )
+    };
+    tokio::spawn(sync.run(etcd.clone(), rx.clone()));
+    crate::overload::spawn(&shared, etcd.clone(), rx.clone());
+    tokio::spawn(crate::fleet::run(shared.clone(), etcd, rx.clone()));
     tokio::spawn(crate::readiness::probe_loop(shared.clone(), rx.clone()));
     tokio::spawn(crate::reload::watch(shared, rx));
     tracing::info!(

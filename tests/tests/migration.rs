@@ -229,3 +229,72 @@ async fn a_ramp_rolls_back_when_the_orchestration_path_fails() {
     assert!(stderr.contains("ROLLED BACK") && stderr.contains("set back to 40%"), "{stderr}");
     s.wait_percent("charge", 40.0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_state_shows_the_etcd_in_use_which_a_reload_moves_at_the_next_connection() {
+    let mut s = Stack::start().await;
+    s.etcd.put("/paymesh/migration/charge", "10");
+    s.wait_percent("charge", 10.0).await;
+    let etcd = s.sidecar.state().await["etcd"].clone();
+    assert_eq!(etcd["endpoints"], json!([s.etcd.url]), "{etcd}");
+    assert_eq!(etcd["connected"], true, "{etcd}");
+
+    // A reload names another etcd. The watch on the first still works, so
+    // the first stays in use, and /admin/state says which one that is.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Etcd::start(other_dir.path()).await;
+    other.put("/paymesh/migration/charge", "70");
+    let yaml = std::fs::read_to_string(&s.sidecar.config).unwrap().replace(&s.etcd.url, &other.url);
+    std::fs::write(&s.sidecar.config, yaml).unwrap();
+    eventually(Duration::from_secs(10), "the reload", || async { s.sidecar.state().await["config"]["version"] == 2 })
+        .await;
+    s.etcd.put("/paymesh/migration/charge", "20");
+    s.wait_percent("charge", 20.0).await;
+    assert_eq!(s.sidecar.state().await["etcd"]["endpoints"], json!([s.etcd.url]));
+
+    // Once it fails, the next connection goes where the config says.
+    s.etcd.process.kill9();
+    s.wait_percent("charge", 70.0).await;
+    let etcd = s.sidecar.state().await["etcd"].clone();
+    assert_eq!(etcd["endpoints"], json!([other.url]), "{etcd}");
+    assert_eq!(etcd["connected"], true, "{etcd}");
+    assert_eq!(etcd["last_error"]["kind"], "watch", "{etcd}");
+}
+
+/// `etcd_debugging_mvcc_watch_stream_total`: the watch streams etcd holds open.
+async fn watch_streams(etcd: &Etcd) -> f64 {
+    let scrape = Client::new().get(&format!("{}/metrics", etcd.url), &[]).await;
+    metric(&String::from_utf8_lossy(&scrape.body), "etcd_debugging_mvcc_watch_stream_total").expect("etcd's gauge")
+}
+
+/// In-process, so that the process outlives the shutdown: the watch must
+/// end because its task stops, not because the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_migration_watch_ends_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path()).await;
+    let (listen, admin) = (paymesh_system_tests::free_port(), paymesh_system_tests::free_port());
+    let yaml = paymesh_system_tests::sidecar::config_yaml(
+        listen,
+        admin,
+        "127.0.0.1:9",
+        &migration_yaml(&etcd.url, dir.path()),
+    );
+    let path = dir.path().join("sidecar.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let loaded = paymesh_sidecar::config::load_with_digest(&path).unwrap();
+    let running = paymesh_sidecar::start(loaded, Some(path)).await.unwrap();
+    let state = format!("http://{}/admin/state", running.admin_addr);
+
+    etcd.put("/paymesh/migration/charge", "30");
+    eventually(Duration::from_secs(10), "the sidecar watching etcd", || async {
+        Client::new().get(&state, &[]).await.json()["migration"]["charge"]["percent"] == 30.0
+    })
+    .await;
+    assert_eq!(watch_streams(&etcd).await, 1.0, "the migration watch");
+
+    running.shutdown();
+    running.wait().await;
+    eventually(Duration::from_secs(5), "no watch left open on etcd", || async { watch_streams(&etcd).await == 0.0 })
+        .await;
+}

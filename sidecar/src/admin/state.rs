@@ -56,6 +56,10 @@ pub fn render(shared: &Shared) -> String {
         entry["sheddable"] = config.overload.components.iter().any(|n| n == c.as_str()).into();
         components.insert(c.as_str().into(), entry);
     }
+    // The connection in use (endpoints, connected, last error) and the
+    // revision of the migration view applied.
+    let mut etcd = shared.migration_sync.etcd.state();
+    etcd["revision"] = shared.migration_sync.revision.load(Ordering::Relaxed).into();
     let state = json!({
         "config": {
             "version": snap.version,
@@ -80,11 +84,7 @@ pub fn render(shared: &Shared) -> String {
         },
         "clients": clients,
         "migration": migration,
-        "etcd": {
-            "endpoints": config.migration.etcd_endpoints,
-            "connected": shared.migration_sync.connected.load(Ordering::Relaxed),
-            "revision": shared.migration_sync.revision.load(Ordering::Relaxed),
-        },
+        "etcd": etcd,
         "components": components,
         "fleet": shared.fleet.state(),
         "overload": shared.overload.overload_state(&config.overload),

@@ -6,21 +6,19 @@
 //! record under this sidecar's lease and recomputes the shares; each watch
 //! event updates the view of the other members and recomputes too, so a
 //! join or a lease expiry moves shares within milliseconds of etcd seeing
-//! it. Any etcd error drops the connection (lease, watch and all); the task
-//! reconnects with jittered, capped backoff, granting a new lease and
-//! reading the whole prefix again. Where etcd is and under which prefix
-//! are read at start (`migration.etcd_endpoints`, `migration.prefix`); the
-//! rates, bursts and `fleet.min_share` are read from the live config on
-//! every recompute, so a reload changes them.
+//! it. Any etcd error drops the session (lease, watch and all); the task
+//! reconnects over the sidecar's one etcd connection (`crate::etcd`) with
+//! jittered, capped backoff, granting a new lease and reading the whole
+//! prefix again. The prefix is read at start (`migration.prefix`), where
+//! etcd is at each connection; the rates, bursts and `fleet.min_share` are
+//! read from the live config on every recompute, so a reload changes them.
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, WatchOptions,
-    WatchStream,
+    Client, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, WatchOptions, WatchStream,
 };
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
@@ -28,6 +26,7 @@ use tokio::time::MissedTickBehavior;
 use super::share::{self, ClientReport, MemberRecord, Refusal};
 use super::{Mode, Share};
 use crate::config::{Rate, Scope};
+use crate::etcd::{Backoff, Conn, ErrorKind, Etcd};
 use crate::layers::throttle::TokenBucket;
 use crate::state::Shared;
 
@@ -39,6 +38,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An open etcd session: the client, this sidecar's lease, the member watch.
 struct Session {
+    conn: Conn,
     client: Client,
     lease: i64,
     keeper: LeaseKeeper,
@@ -56,7 +56,7 @@ enum Wake {
 
 struct FleetTask {
     shared: Arc<Shared>,
-    endpoints: Vec<String>,
+    etcd: Etcd,
     /// `<prefix>/fleet/`.
     dir: String,
     /// `<prefix>/fleet/<pod>`.
@@ -76,18 +76,13 @@ struct FleetTask {
 
 /// Runs until shutdown. Without a `scope: fleet` client (at start) or
 /// without etcd there is nothing to do.
-pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let (endpoints, prefix, fleet, any) = {
+pub async fn run(shared: Arc<Shared>, etcd: Etcd, mut shutdown: watch::Receiver<bool>) {
+    let (prefix, fleet, any) = {
         let snap = shared.live.load();
         let c = &snap.config;
-        (
-            c.migration.etcd_endpoints.clone(),
-            c.migration.prefix.clone(),
-            c.fleet,
-            c.clients.iter().any(|c| c.scope == Scope::Fleet),
-        )
+        (c.migration.prefix.clone(), c.fleet, c.clients.iter().any(|c| c.scope == Scope::Fleet))
     };
-    if !any || endpoints.is_empty() {
+    if !any || !etcd.configured() {
         tracing::info!("no scope: fleet client (or no etcd): every rate is local");
         return;
     }
@@ -96,7 +91,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut task = FleetTask {
         key: format!("{dir}{pod}"),
         dir,
-        endpoints,
+        etcd,
         view: BTreeMap::new(),
         mine: MemberRecord { v: share::VERSION, pod, at_ms: 0, interval_ms: 0, reports: 0, clients: BTreeMap::new() },
         counted_at: Instant::now(),
@@ -112,7 +107,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(fleet.report_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut session: Option<Session> = None;
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
     let mut retry_at = Instant::now();
     let mut failing = false;
     loop {
@@ -162,7 +157,8 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     tracing::info!("fleet quotas: etcd reached again; shares follow demand");
                     failing = false;
                 }
-                backoff = BACKOFF_FIRST;
+                task.etcd.ok();
+                backoff.reset();
             }
             Ok(()) => {}
             Err(e) => {
@@ -170,10 +166,12 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     tracing::warn!(error = %e, grace = ?fleet.grace, "fleet quotas: etcd lost; keeping the last shares for the grace period");
                     failing = true;
                 }
-                session = None;
+                // A connection that could not be made is recorded already.
+                if let Some(s) = session.take() {
+                    task.etcd.failed(Some(&s.conn), ErrorKind::Watch, &e);
+                }
                 task.shared.fleet.status().connected = false;
-                retry_at = Instant::now() + jittered(backoff);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                retry_at = Instant::now() + backoff.next_wait();
                 task.recompute(false);
             }
         }
@@ -203,19 +201,8 @@ async fn next_answer(session: &mut Option<Session>) -> Result<Option<etcd_client
     }
 }
 
-/// Between half and all of `d`, so restarted sidecars do not reconnect in
-/// step.
-fn jittered(d: Duration) -> Duration {
-    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    d / 2 + d.mul_f64((r % 1000) as f64 / 2000.0)
-}
-
 async fn timed<T>(what: &str, f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, String> {
-    match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer in {CALL_TIMEOUT:?}")),
-    }
+    crate::etcd::timed(what, CALL_TIMEOUT, f).await
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -226,11 +213,16 @@ impl FleetTask {
     /// Connects, takes a lease, writes this sidecar's record, reads every
     /// member and watches from the revision read.
     async fn connect(&mut self, lease_ttl: Duration) -> Result<Session, String> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(CALL_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
-        let mut client = timed("connect", Client::connect(&self.endpoints, Some(options))).await?;
+        let conn = self.etcd.connect().await?;
+        match self.join(&conn, lease_ttl).await {
+            Ok(session) => Ok(session),
+            Err(e) => Err(self.etcd.failed(Some(&conn), ErrorKind::Watch, &e)),
+        }
+    }
+
+    /// Over `conn`: the lease, this sidecar's record, the members, the watch.
+    async fn join(&mut self, conn: &Conn, lease_ttl: Duration) -> Result<Session, String> {
+        let mut client = conn.client.clone();
         let lease = timed("lease grant", client.lease_grant(lease_ttl.as_secs().max(1) as i64, None)).await?.id();
         let (keeper, keep_alive) = timed("keep-alive", client.lease_keep_alive(lease)).await?;
         self.put(&mut client, lease).await?;
@@ -246,7 +238,7 @@ impl FleetTask {
         self.contact = Some(Instant::now());
         self.shared.fleet.status().connected = true;
         tracing::info!(members = self.view.len() + 1, "fleet quotas: joined the fleet");
-        Ok(Session { client, lease, keeper, keep_alive, watch })
+        Ok(Session { conn: conn.clone(), client, lease, keeper, keep_alive, watch })
     }
 
     /// Takes the counts of the interval just ended into `mine`. While etcd

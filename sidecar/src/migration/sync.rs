@@ -5,8 +5,10 @@
 //! etcd is up. A background task then reads `<prefix>/migration/` whole at
 //! a fresh revision and watches it from the next one; every applied change
 //! is written back to the cache file atomically. After any error — etcd
-//! down, a broken stream, a compaction — it reconnects with capped backoff
-//! and reads the whole prefix again, so no update is ever missed.
+//! down, a broken stream, a compaction — it reconnects (over the sidecar's
+//! one etcd connection, `crate::etcd`) after a jittered, capped backoff and
+//! reads the whole prefix again, so no update is ever missed. It stops at
+//! shutdown, like every other task.
 //!
 //! Per-client overrides live under the same prefix,
 //! `<prefix>/migration/<feature>/clients/<client-id>`, with the same value
@@ -21,14 +23,16 @@
 
 use super::table::{Override, Overrides};
 use super::{Feature, Source};
+use crate::etcd::{Backoff, Conn, ErrorKind, Etcd, EtcdStatus};
 use crate::state::Shared;
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use etcd_client::{EventType, GetOptions, WatchOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+use tokio::sync::watch;
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -37,12 +41,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const MAX_OVERRIDES: usize = 10_000;
 const MAX_CLIENT_ID: usize = 128;
 
-/// What `/admin/state` shows of the sync.
+/// What `/admin/state` shows of the sync and of the etcd connection.
 #[derive(Debug, Default)]
 pub struct SyncStatus {
     /// etcd revision of the last applied snapshot or change; 0 before any.
     pub revision: AtomicI64,
-    pub connected: AtomicBool,
+    /// The sidecar's etcd connection (every etcd task's, this one's too).
+    pub etcd: Arc<EtcdStatus>,
 }
 
 /// Parses an etcd value: a finite decimal percent in [0, 100], as basis
@@ -124,8 +129,8 @@ impl Cache {
 /// falls back to are read from the live config, so a reload changes them.
 #[derive(Debug)]
 pub struct MigrationSync {
+    /// For the table, the live config and the counters.
     shared: Arc<Shared>,
-    endpoints: Vec<String>,
     prefix: String,
     cache_file: PathBuf,
     cache: Cache,
@@ -144,7 +149,6 @@ impl MigrationSync {
     pub fn new(shared: Arc<Shared>) -> MigrationSync {
         let cfg = &shared.live.load().config.migration;
         MigrationSync {
-            endpoints: cfg.etcd_endpoints.clone(),
             prefix: format!("{}/migration/", cfg.prefix.trim_end_matches('/')),
             cache_file: cfg.cache_file.clone(),
             cache: Cache::default(),
@@ -187,39 +191,43 @@ impl MigrationSync {
         }
     }
 
-    /// Runs until the process ends. Without endpoints there is nothing to
-    /// watch: the cache and defaults stand.
-    pub async fn run(mut self) {
-        if self.endpoints.is_empty() {
+    /// Runs until shutdown. Without endpoints there is nothing to watch:
+    /// the cache and defaults stand.
+    pub async fn run(mut self, etcd: Etcd, mut shutdown: watch::Receiver<bool>) {
+        if !etcd.configured() {
             tracing::info!("no etcd endpoints: migration percents are the configured defaults");
             return;
         }
-        let mut backoff = BACKOFF_FIRST;
+        let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
         loop {
-            let options = ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(2))
-                .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-                .with_keep_alive_while_idle(true);
-            match Client::connect(&self.endpoints, Some(options)).await {
-                Ok(client) => {
-                    let err = self.sync(client, &mut backoff).await;
-                    self.shared.metrics.etcd_errors[1].inc();
-                    tracing::warn!(error = %err, "etcd watch ended; reconnecting");
-                }
-                Err(e) => {
-                    self.shared.metrics.etcd_errors[0].inc();
-                    tracing::warn!(error = %e, ?backoff, "cannot reach etcd; serving the last known percents");
-                }
+            // Cancelled at any await: a cache file being written finishes
+            // on its own thread (temp file and rename, never half-written).
+            tokio::select! {
+                _ = crate::server::stopped(&mut shutdown) => return,
+                () = self.connect_and_sync(&etcd, &mut backoff) => {}
             }
-            self.status().connected.store(false, Ordering::Relaxed);
-            self.shared.metrics.etcd_connected.set(0);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            if !backoff.wait(&mut shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// One session: gets the shared client, reads, watches; returns once
+    /// the session has failed (recorded with the connection).
+    async fn connect_and_sync(&mut self, etcd: &Etcd, backoff: &mut Backoff) {
+        match etcd.connect().await {
+            Ok(conn) => {
+                let err = self.sync(etcd, &conn, backoff).await;
+                etcd.failed(Some(&conn), ErrorKind::Watch, &err);
+                tracing::warn!(error = %err, "etcd watch ended; reconnecting");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reach etcd; serving the last known percents"),
         }
     }
 
     /// Reads the whole prefix, then watches it; returns why it stopped.
-    async fn sync(&mut self, mut client: Client, backoff: &mut Duration) -> String {
+    async fn sync(&mut self, etcd: &Etcd, conn: &Conn, backoff: &mut Backoff) -> String {
+        let mut client = conn.client.clone();
         let snapshot = match client.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())).await {
             Ok(r) => r,
             Err(e) => return format!("read: {e}"),
@@ -250,9 +258,8 @@ impl MigrationSync {
         }
         self.shared.migration.set_overrides(self.overrides.clone());
         self.commit(revision).await;
-        self.status().connected.store(true, Ordering::Relaxed);
-        self.shared.metrics.etcd_connected.set(1);
-        *backoff = BACKOFF_FIRST;
+        etcd.ok();
+        backoff.reset();
 
         let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
         let mut stream = match client.watch(self.prefix.as_str(), Some(options)).await {
@@ -271,6 +278,7 @@ impl MigrationSync {
             if resp.canceled() {
                 return format!("watch canceled: {}", resp.cancel_reason());
             }
+            etcd.ok();
             let mut changed = false;
             let mut clients_changed = false;
             for event in resp.events() {

@@ -42,9 +42,10 @@ pub struct Metrics {
     pub config_reloads: IntCounter,
     pub config_reload_errors: IntCounter,
     pub migration_config_errors: IntCounter,
-    /// 1 while the migration watch has etcd's snapshot and a live watch.
+    /// 1 while the etcd connection works (`crate::etcd`).
     pub etcd_connected: IntGauge,
-    /// Failed etcd connects (`kind="connect"`) and ended watches (`"watch"`).
+    /// Failed etcd connects (`kind="connect"`) and failed or ended calls,
+    /// watches and leases (`"watch"`), indexed by `etcd::ErrorKind`.
     pub etcd_errors: [IntCounter; 2],
     /// Overrides applied for client ids the config does not have.
     pub migration_unknown_client_overrides: IntCounter,
@@ -143,11 +144,11 @@ impl Metrics {
         .expect("valid metric");
         let etcd_connected = IntGauge::new(
             "paymesh_etcd_connected",
-            "1 while the migration watch is connected to etcd, 0 while it serves cached or default percents.",
+            "1 while the etcd connection works (its last call succeeded), 0 after a failure until the next success.",
         )
         .expect("valid metric");
         let etcd_errors_vec = IntCounterVec::new(
-            Opts::new("paymesh_etcd_errors_total", "etcd failures of the migration watch, by kind (connect, watch)."),
+            Opts::new("paymesh_etcd_errors_total", "etcd failures, by kind (connect; watch: a call, watch or lease)."),
             &["kind"],
         )
         .expect("valid metric");

@@ -3,24 +3,26 @@
 //! Each record becomes `<prefix>/switch-events/<pod>/<time>` under a lease
 //! that ends seven days after the switch, however late the copy lands. The
 //! queue is bounded; while etcd is down the writer retries the record at
-//! its head with capped backoff and everything behind it waits. At start
-//! the writer also replays this pod's records of the last seven days from
-//! the events file (a put of the same key and value is harmless), so
+//! its head with jittered, capped backoff and everything behind it waits.
+//! It uses the sidecar's one etcd connection (`crate::etcd`) and reads
+//! where etcd is and the prefix from the live config for every record. At
+//! start the writer also replays this pod's records of the last seven days
+//! from the events file (a put of the same key and value is harmless), so
 //! records queued when the process stopped reach etcd after all. Nothing
 //! here ever blocks a switch or a request.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use etcd_client::{Client, ConnectOptions, PutOptions};
+use etcd_client::PutOptions;
 use tokio::sync::{mpsc, watch};
 
 use super::events::SwitchEvent;
 use super::telemetry::unix_ms;
-use crate::state::Shared;
+use crate::etcd::{Backoff, ErrorKind, Etcd, timed};
 
 /// How long a record stays in etcd.
 pub const RECORD_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -30,6 +32,8 @@ pub const QUEUE_LEN: usize = 1024;
 const REPLAY_BYTES: u64 = 4 << 20;
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The longest a lease grant or a put may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The sending half, kept in the shared state.
 #[derive(Debug)]
@@ -64,12 +68,25 @@ impl EtcdQueue {
     }
 }
 
+/// Where the events file and its kept rotations are, read at start for
+/// the replay.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub events_file: PathBuf,
+    pub keep: u32,
+}
+
 /// The writer task: replays the file's recent records, then copies each
 /// new one, retrying until etcd has it or shutdown.
-pub async fn run(shared: Arc<Shared>, pod: String, mut backlog: EtcdBacklog, mut shutdown: watch::Receiver<bool>) {
-    let mut replay = VecDeque::from(replay(&shared, &pod).await);
+pub async fn run(
+    etcd: Etcd,
+    files: Replay,
+    pod: String,
+    mut backlog: EtcdBacklog,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut replay = VecDeque::from(replay(&etcd, files, &pod).await);
     backlog.pending.fetch_add(replay.len(), Ordering::Relaxed);
-    let mut conn: Option<(Vec<String>, Client)> = None;
     let mut failing = false;
     loop {
         let event = match replay.pop_front() {
@@ -82,16 +99,12 @@ pub async fn run(shared: Arc<Shared>, pod: String, mut backlog: EtcdBacklog, mut
                 },
             },
         };
-        let mut backoff = BACKOFF_FIRST;
+        let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
         loop {
-            let (endpoints, prefix) = {
-                let snap = shared.live.load();
-                (snap.config.migration.etcd_endpoints.clone(), snap.config.migration.prefix.clone())
-            };
-            if endpoints.is_empty() {
+            if !etcd.configured() {
                 break; // etcd is not configured (any more): the file is all there is.
             }
-            match put(&mut conn, endpoints, &prefix, &event).await {
+            match put(&etcd, &event).await {
                 Ok(()) => {
                     if failing {
                         tracing::info!("etcd takes switch records again");
@@ -104,12 +117,9 @@ pub async fn run(shared: Arc<Shared>, pod: String, mut backlog: EtcdBacklog, mut
                         tracing::warn!(error = %e, "cannot copy a switch record to etcd; retrying in the background");
                         failing = true;
                     }
-                    conn = None;
-                    tokio::select! {
-                        _ = crate::server::stopped(&mut shutdown) => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(&mut shutdown).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
@@ -117,27 +127,29 @@ pub async fn run(shared: Arc<Shared>, pod: String, mut backlog: EtcdBacklog, mut
     }
 }
 
-async fn put(
-    conn: &mut Option<(Vec<String>, Client)>,
-    endpoints: Vec<String>,
-    prefix: &str,
-    event: &SwitchEvent,
-) -> Result<(), etcd_client::Error> {
+/// Puts one record under its own lease; a failure is recorded with the
+/// connection.
+async fn put(etcd: &Etcd, event: &SwitchEvent) -> Result<(), String> {
     let ttl = remaining_ttl(event, SystemTime::now());
     if ttl.is_zero() {
         return Ok(()); // Would expire at once: nothing to keep.
     }
-    if conn.as_ref().is_none_or(|(e, _)| *e != endpoints) {
-        let options =
-            ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_timeout(Duration::from_secs(5));
-        let client = Client::connect(&endpoints, Some(options)).await?;
-        *conn = Some((endpoints, client));
-    }
-    let (_, client) = conn.as_mut().expect("connected above");
-    let lease = client.lease_grant(ttl.as_secs().max(1) as i64, None).await?.id();
+    let conn = etcd.connect().await?;
+    let prefix = etcd.config().prefix;
     let key = format!("{}/switch-events/{}", prefix.trim_end_matches('/'), event.key_suffix());
-    client.put(key, event.to_line(), Some(PutOptions::new().with_lease(lease))).await?;
-    Ok(())
+    let mut client = conn.client.clone();
+    let put = async {
+        let lease = timed("lease grant", CALL_TIMEOUT, client.lease_grant(ttl.as_secs().max(1) as i64, None)).await?;
+        let options = Some(PutOptions::new().with_lease(lease.id()));
+        timed("put", CALL_TIMEOUT, client.put(key, event.to_line(), options)).await
+    };
+    match put.await {
+        Ok(_) => {
+            etcd.ok();
+            Ok(())
+        }
+        Err(e) => Err(etcd.failed(Some(&conn), ErrorKind::Watch, &e)),
+    }
 }
 
 /// What is left of a record's seven days at `now`.
@@ -148,13 +160,11 @@ fn remaining_ttl(event: &SwitchEvent, now: SystemTime) -> Duration {
 
 /// This pod's records of the last seven days in the events file and its
 /// kept rotations.
-async fn replay(shared: &Shared, pod: &str) -> Vec<SwitchEvent> {
-    let snap = shared.live.load();
-    if snap.config.migration.etcd_endpoints.is_empty() {
+async fn replay(etcd: &Etcd, files: Replay, pod: &str) -> Vec<SwitchEvent> {
+    if !etcd.configured() {
         return Vec::new();
     }
-    let path = snap.config.overload.events_file.clone();
-    let keep = snap.config.overload.events_rotate.keep;
+    let Replay { events_file: path, keep } = files;
     let pod = pod.to_owned();
     tokio::task::spawn_blocking(move || recent_records(&path, keep, &pod, SystemTime::now())).await.unwrap_or_default()
 }

@@ -234,9 +234,13 @@ impl OverloadControl {
 }
 
 /// Starts the check job and the etcd writer.
-pub fn spawn(shared: &Arc<Shared>, shutdown: watch::Receiver<bool>) {
+pub fn spawn(shared: &Arc<Shared>, etcd: crate::etcd::Etcd, shutdown: watch::Receiver<bool>) {
     let backlog = shared.overload.backlog.lock().expect("backlog lock").take().expect("overload::spawn runs once");
-    tokio::spawn(etcd::run(shared.clone(), shared.overload.pod.clone(), backlog, shutdown.clone()));
+    let files = {
+        let config = &shared.live.load().config.overload;
+        etcd::Replay { events_file: config.events_file.clone(), keep: config.events_rotate.keep }
+    };
+    tokio::spawn(etcd::run(etcd, files, shared.overload.pod.clone(), backlog, shutdown.clone()));
     tokio::spawn(run(shared.clone(), shutdown));
 }
 
