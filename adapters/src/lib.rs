@@ -20,7 +20,6 @@ mod http;
 pub mod legacy;
 mod model;
 pub mod orchestration;
-pub mod service;
 
 pub use error::{ApiError, ErrorType, Failure};
 pub use http::{JsonClient, Transport};

@@ -51,9 +51,9 @@ impl From<WriteError> for io::Error {
 /// at most one stray file, which the next write reuses; it also means one
 /// writer per path at a time.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| WriteError::at("naming", path)(io::Error::new(io::ErrorKind::InvalidInput, "not a file name")))?;
+    let name = path.file_name().ok_or_else(|| {
+        WriteError::at("naming", path)(io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))
+    })?;
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

@@ -23,7 +23,8 @@ fn replaces_the_file_whole_and_leaves_no_temporary() {
 fn a_temporary_left_by_a_crash_is_reused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cache.json");
-    fs::write(dir.path().join(".cache.json.tmp"), b"half a write from before a crash, longer than the new one").unwrap();
+    fs::write(dir.path().join(".cache.json.tmp"), b"half a write from before a crash, longer than the new one")
+        .unwrap();
     write_atomic(&path, b"new").unwrap();
     assert_eq!(fs::read(&path).unwrap(), b"new");
     assert_eq!(names(dir.path()), ["cache.json"]);
