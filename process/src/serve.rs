@@ -139,7 +139,7 @@ impl Drain {
         if drained {
             tracing::info!("drained");
         } else {
-            tracing::warn!(drain = ?deadline, "drain deadline passed; closing the remaining connections");
+            tracing::warn!(drain = ?deadline, "drain timeout passed; closing the remaining connections");
         }
         drained
     }
