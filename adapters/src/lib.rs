@@ -14,13 +14,13 @@
 //! test in `tests/` holds them to it. Neither ever retries a request on the
 //! other path: a payment that may have reached one backend stays there.
 
-pub mod currency;
+// The table lives in the shared vocabulary: the orchestrator converts amounts too.
+pub use paymesh_vocab::currency;
 mod error;
 mod http;
 pub mod legacy;
 mod model;
 pub mod orchestration;
-pub mod service;
 
 pub use error::{ApiError, ErrorType, Failure};
 pub use http::{JsonClient, Transport};

@@ -1,8 +1,10 @@
 //! `paymesh-app` entry point: flags, logging, the listener.
 
 use clap::Parser;
-use paymesh_adapters::service::{self, LogFormat};
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
 use paymesh_app::{App, Settings};
+use paymesh_process::{LogFormat, init_logging, serve_http, stop_signal};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,13 +32,13 @@ struct Args {
     #[arg(long, env = "PAYMESH_APP_OPERATOR_CLIENTS", value_delimiter = ',')]
     operator_clients: Vec<String>,
     /// Log format: json or text.
-    #[arg(long, env = "PAYMESH_LOG_FORMAT", default_value = "text")]
+    #[arg(long, value_enum, env = "PAYMESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    service::init_logging(args.log_format);
+    init_logging(args.log_format);
     if !args.orchestrator.starts_with("http://") {
         anyhow::bail!("--orchestrator must be an http:// URL, got {:?}", args.orchestrator);
     }
@@ -59,7 +61,13 @@ fn main() -> anyhow::Result<()> {
             let app = app.clone();
             async move { app.handle(req).await }
         };
-        service::serve(listener, handle, service::stop_signal(), Duration::from_secs(15)).await;
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        // Room for every header a request the sidecar accepted can carry,
+        // its own additions included (hyper's default of 100 is the
+        // sidecar's client limit: a request at that limit would be refused
+        // here).
+        http.http1().max_headers(paymesh_vocab::limits::APP_MAX_HEADERS);
+        serve_http(listener, http, handle, stop_signal(), Duration::from_secs(15)).await;
         Ok(())
     })
 }

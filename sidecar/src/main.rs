@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use paymesh_process::{LogFormat, StopSignal, init_logging};
 use paymesh_sidecar::config;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -25,12 +26,6 @@ struct Cli {
     /// Log line format (logs go to stderr; stdout is the default access log).
     #[arg(long, value_enum, env = "PAYMESH_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Json,
-    Text,
 }
 
 fn main() -> ExitCode {
@@ -90,8 +85,7 @@ fn run(loaded: config::Loaded, path: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut stop = StopSignal::install().context("SIGTERM and SIGINT handlers")?;
         let running = paymesh_sidecar::start(loaded, Some(path)).await?;
         // SIGUSR1 (logrotate's usual signal): reopen the access-log file.
         // The switch-events file needs nothing: each record opens its path.
@@ -103,24 +97,11 @@ fn run(loaded: config::Loaded, path: PathBuf) -> anyhow::Result<()> {
                 shared.access_log.reopen();
             }
         });
-        let which = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
+        let which = stop.recv().await;
         tracing::info!(signal = which, "shutting down: draining in-flight requests");
         running.shutdown();
         running.wait().await;
         tracing::info!("stopped");
         Ok(())
     })
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }

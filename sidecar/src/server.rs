@@ -23,10 +23,11 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use paymesh_process::{Drain, DrainWatch};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::Service;
@@ -153,12 +154,12 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    let err = |source| StartError::Bind { key, addr, source };
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
-    socket.set_reuseaddr(true).map_err(err)?;
-    socket.bind(addr).map_err(err)?;
-    socket.listen(1024).map_err(err)
+    paymesh_process::listen(addr).map_err(|source| StartError::Bind { key, addr, source })
 }
+
+/// Out of file descriptors and the like: back off a little instead of
+/// spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 async fn serve(
     listener: TcpListener,
@@ -167,70 +168,37 @@ async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let stack = stack::build(&stack::Handles::of(&shared));
-    // Every connection task holds a clone of `alive`; `closed` resolves
-    // once the last one is gone.
-    let (alive, mut closed) = mpsc::channel::<()>(1);
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            _ = stopped(&mut shutdown) => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off a
-                    // little instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let drain = Drain::new();
+    paymesh_process::accept_until(&listener, ACCEPT_BACKOFF, stopped(&mut shutdown), |stream, peer| {
         let snap = shared.live.load_full();
         let Some(permit) = open.try_open(snap.config.limits.max_connections) else {
             // Accepted only to be closed: left in the backlog it would
             // still hold a slot there, and the client would wait instead of
             // trying another replica. Counted in paymesh_connections_refused_total.
             tracing::debug!(%peer, "limits.max_connections are open; closing the new connection");
-            continue;
+            return;
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnBounds {
-            accepted: Instant::now(),
-            draining: Some(shutdown.clone()),
-            _permit: permit,
-            _alive: alive.clone(),
-        };
+        let conn = ConnBounds { accepted: Instant::now(), late: false, drain: drain.watch(), _permit: permit };
         tokio::spawn(serve_conn(stream, peer, snap, stack.clone(), conn));
-    }
+    })
+    .await;
+    drain.begin();
     // Connections the kernel completed before we stopped accepting are,
     // as far as their clients know, accepted: serve one request on each
     // instead of resetting them with the listener.
     let mut late = 0;
-    for (stream, peer) in accept_backlog(&listener) {
+    for (stream, peer) in paymesh_process::accept_backlog(&listener) {
         let snap = shared.live.load_full();
         let Some(permit) = open.try_open(snap.config.limits.max_connections) else { continue };
-        let conn = ConnBounds { accepted: Instant::now(), draining: None, _permit: permit, _alive: alive.clone() };
+        let conn = ConnBounds { accepted: Instant::now(), late: true, drain: drain.watch(), _permit: permit };
         tokio::spawn(serve_conn(stream, peer, snap, stack.clone(), conn));
         late += 1;
     }
     drop(listener);
-    drop(alive);
-    let drain = shared.live.load().config.limits.drain_timeout;
-    tracing::info!(?drain, late, "draining connections");
-    tokio::select! {
-        _ = closed.recv() => tracing::info!("drained"),
-        _ = tokio::time::sleep(drain) => tracing::warn!("drain timeout passed; closing the remaining connections"),
-    }
-}
-
-/// Takes what is already in the accept queue, without waiting for more.
-fn accept_backlog(listener: &TcpListener) -> Vec<(TcpStream, SocketAddr)> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let mut backlog = Vec::new();
-    while let std::task::Poll::Ready(Ok(conn)) = listener.poll_accept(&mut cx) {
-        backlog.push(conn);
-    }
-    backlog
+    let deadline = shared.live.load().config.limits.drain_timeout;
+    tracing::info!(drain = ?deadline, late, "draining connections");
+    drain.wait(deadline).await;
 }
 
 /// What bounds one connection's life.
@@ -239,11 +207,11 @@ struct ConnBounds {
     /// Everything before the first request's headers must be over by
     /// `accepted + limits.header_read_timeout`.
     accepted: Instant,
-    /// Resolves when the drain starts; `None` for a connection accepted
-    /// while draining, which serves one request.
-    draining: Option<watch::Receiver<bool>>,
+    /// Accepted while draining: serves one request, then closes.
+    late: bool,
+    /// Tells the connection when the drain begins; the drain waits for it.
+    drain: DrainWatch,
     _permit: ConnectionPermit,
-    _alive: mpsc::Sender<()>,
 }
 
 async fn serve_conn<S>(stream: TcpStream, peer: SocketAddr, snap: Arc<Snapshot>, stack: S, bounds: ConnBounds)
@@ -314,7 +282,7 @@ async fn serve_io<IO, S>(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20));
-    if bounds.draining.is_none() {
+    if bounds.late {
         // Accepted while draining: one request, then close.
         builder.http1().keep_alive(false);
     }
@@ -350,7 +318,7 @@ async fn serve_io<IO, S>(
                 mark = now;
                 timer.as_mut().reset(Instant::now() + limits.idle_timeout);
             }
-            () = drain_started(&mut bounds.draining), if !closing => {
+            () = bounds.drain.begun(), if !closing && !bounds.late => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
             }
@@ -358,14 +326,6 @@ async fn serve_io<IO, S>(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
-    }
-}
-
-/// Resolves when the drain starts; never for a connection without a watch.
-async fn drain_started(draining: &mut Option<watch::Receiver<bool>>) {
-    match draining {
-        Some(rx) => stopped(rx).await,
-        None => std::future::pending().await,
     }
 }
 

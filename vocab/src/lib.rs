@@ -8,6 +8,7 @@
 //!
 //! No dependencies, no I/O, no allocation on the hot path.
 
+pub mod currency;
 pub mod headers;
 pub mod ids;
 pub mod limits;

@@ -16,7 +16,9 @@ mod store;
 mod workflows;
 
 use clap::Parser;
-use paymesh_adapters::service::{self, LogFormat};
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use paymesh_process::{LogFormat, init_logging, serve_http, stop_signal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,13 +54,13 @@ struct Args {
     #[arg(long, env = "PAYMESH_ORCHESTRATOR_SYNC_WINDOW", default_value = "250ms", value_parser = humantime::parse_duration)]
     sync_window: Duration,
     /// Log format: json or text.
-    #[arg(long, env = "PAYMESH_LOG_FORMAT", default_value = "text")]
+    #[arg(long, value_enum, env = "PAYMESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    service::init_logging(args.log_format);
+    init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(args))
 }
@@ -98,7 +100,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let store = store.clone();
         async move { route(&store, pace, req).await }
     };
-    service::serve(listener, handle, service::stop_signal(), Duration::from_secs(10)).await;
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    // The limit the app's server has: whatever reaches the app may be
+    // passed on here.
+    http.http1().max_headers(paymesh_vocab::limits::APP_MAX_HEADERS);
+    serve_http(listener, http, handle, stop_signal(), Duration::from_secs(10)).await;
     Ok(())
 }
 

@@ -12,7 +12,7 @@
 use crate::http::{Resp, decode, json, reader};
 use crate::model::{Charge, Failure, Operation, Outcome, Payout, Refund};
 use crate::store::{Begin, Claim, Reader, Store, StoreError};
-use paymesh_adapters::currency;
+use paymesh_vocab::currency;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;

@@ -41,14 +41,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let budget = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
     loop {
         let permit = budget.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let (stream, peer) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = paymesh_process::accept(&listener, std::time::Duration::from_millis(50)).await;
         let shared = shared.clone();
         tokio::spawn(async move {
             let _permit = permit;

@@ -110,17 +110,13 @@ impl Cache {
         Ok(cache)
     }
 
-    /// temp file, fsync, rename, fsync the directory.
+    /// Replaces the file whole (`write_atomic`): a crash leaves the old
+    /// cache or the new one.
     pub fn store(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("migration")));
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        Ok(paymesh_process::write_atomic(path, &bytes)?)
     }
 }
 

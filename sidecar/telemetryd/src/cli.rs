@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use paymesh_process::LogFormat;
 
 /// Samples host and cgroup v2 utilisation and writes the telemetry file the
 /// paymesh sidecar reads.
@@ -48,12 +49,6 @@ pub struct Args {
         default_value_t = LogFormat::Text
     )]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
 }
 
 impl Args {

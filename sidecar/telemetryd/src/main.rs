@@ -14,16 +14,15 @@ mod output;
 mod sample;
 mod shutdown;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use paymesh_process::init_logging;
 use tracing::{debug, error, info, warn};
-use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Args, LogFormat};
+use crate::cli::Args;
 use crate::output::TelemetryFile;
 use crate::sample::Sampler;
 use crate::shutdown::Shutdown;
@@ -111,16 +110,4 @@ fn tick(file: &TelemetryFile, sampler: &mut Sampler) -> anyhow::Result<()> {
     file.write(&snapshot)?;
     debug!(?snapshot, "telemetry written");
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.init(),
-    }
 }

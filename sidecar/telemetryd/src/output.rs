@@ -1,9 +1,9 @@
 //! The telemetry file on disk, replaced whole so a reader never sees half of
-//! one: write a temporary file beside it, fsync, rename over it, fsync the
-//! directory.
+//! one (`paymesh_process::write_atomic`: a temporary file beside it, fsync,
+//! rename over it, fsync the directory).
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -13,18 +13,12 @@ use paymesh_telemetryd::TelemetrySnapshot;
 pub struct TelemetryFile {
     path: PathBuf,
     dir: PathBuf,
-    /// One fixed name, so a crash between write and rename leaves at most
-    /// one stray file, which the next write reuses.
-    tmp: PathBuf,
 }
 
 impl TelemetryFile {
     pub fn new(path: &Path, dir: &Path) -> anyhow::Result<Self> {
-        let name = path.file_name().with_context(|| format!("--out {} does not name a file", path.display()))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(".tmp");
-        Ok(Self { path: path.to_path_buf(), dir: dir.to_path_buf(), tmp: dir.join(tmp_name) })
+        path.file_name().with_context(|| format!("--out {} does not name a file", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), dir: dir.to_path_buf() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -41,24 +35,12 @@ impl TelemetryFile {
         Ok(true)
     }
 
+    /// Replaces the file whole; on failure (a full disk) the last sample
+    /// stays, and the temporary file is gone.
     pub fn write(&self, snapshot: &TelemetrySnapshot) -> anyhow::Result<()> {
         let mut bytes = serde_json::to_vec(snapshot)?;
         bytes.push(b'\n');
-        self.replace(&bytes).inspect_err(|_| {
-            let _ = fs::remove_file(&self.tmp);
-        })
-    }
-
-    fn replace(&self, bytes: &[u8]) -> anyhow::Result<()> {
-        let mut tmp = File::create(&self.tmp).with_context(|| format!("creating {}", self.tmp.display()))?;
-        tmp.write_all(bytes)
-            .and_then(|()| tmp.sync_all())
-            .with_context(|| format!("writing {}", self.tmp.display()))?;
-        drop(tmp);
-        fs::rename(&self.tmp, &self.path)
-            .with_context(|| format!("renaming {} to {}", self.tmp.display(), self.path.display()))?;
-        // The rename is only durable once the directory entry is.
-        File::open(&self.dir).and_then(|dir| dir.sync_all()).with_context(|| format!("syncing {}", self.dir.display()))
+        Ok(paymesh_process::write_atomic(&self.path, &bytes)?)
     }
 }
 

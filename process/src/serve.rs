@@ -1,0 +1,207 @@
+//! Listening, the accept loop and the graceful drain.
+//!
+//! The loop's shape is the same for every listener: accept until told to
+//! stop, never die of an accept error (out of descriptors: back off and try
+//! again), then stop accepting and give the open connections a bounded time
+//! to finish what they are doing. What a connection is allowed (limits,
+//! timeouts, protocols) is the caller's: `accept_until` hands each new
+//! connection to a closure, and `Drain` only counts connections and tells
+//! them when the drain begins.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+/// Binds `addr` and listens with room for 1024 connections in the kernel's
+/// accept queue (what `accept_backlog` serves after the stop); tokio's own
+/// `bind` asks for 128.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// The next connection. An accept error (out of file descriptors and the
+/// like) is logged and retried after `backoff`, so a bad moment neither
+/// ends the loop nor spins it.
+pub async fn accept(listener: &TcpListener, backoff: Duration) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(listener = ?listener.local_addr().ok(), error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+/// Hands every new connection to `conn` until `stop` resolves. A stop that
+/// is due wins over a connection that is ready at the same moment.
+pub async fn accept_until(
+    listener: &TcpListener,
+    backoff: Duration,
+    stop: impl Future<Output = ()>,
+    mut conn: impl FnMut(TcpStream, SocketAddr),
+) {
+    let mut stop = pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => return,
+            (stream, peer) = accept(listener, backoff) => conn(stream, peer),
+        }
+    }
+}
+
+/// Takes what is already in the accept queue, without waiting for more:
+/// the connections the kernel completed before the stop are, as far as
+/// their clients know, accepted, and a caller may rather serve them than
+/// reset them by closing the listener.
+pub fn accept_backlog(listener: &TcpListener) -> Vec<(TcpStream, SocketAddr)> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut backlog = Vec::new();
+    while let std::task::Poll::Ready(Ok(conn)) = listener.poll_accept(&mut cx) {
+        backlog.push(conn);
+    }
+    backlog
+}
+
+/// The connections of one listener, for the drain: each holds a
+/// `DrainWatch`, which tells it when the drain begins; `wait` returns once
+/// every watch is gone, or at the deadline.
+#[derive(Debug)]
+pub struct Drain {
+    begun: watch::Sender<bool>,
+    alive: mpsc::Sender<()>,
+    closed: mpsc::Receiver<()>,
+}
+
+/// One connection's part in the drain: hold it as long as the connection
+/// lives.
+#[derive(Debug)]
+pub struct DrainWatch {
+    begun: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drain {
+    pub fn new() -> Self {
+        // No message is ever sent on `alive`: `closed` resolves once the
+        // last sender, ours or a connection's, is dropped.
+        let (alive, closed) = mpsc::channel(1);
+        Self { begun: watch::channel(false).0, alive, closed }
+    }
+
+    /// A watch for a new connection (one accepted after `begin` sees the
+    /// drain as begun at once).
+    pub fn watch(&self) -> DrainWatch {
+        DrainWatch { begun: self.begun.subscribe(), _alive: self.alive.clone() }
+    }
+
+    /// Tells every connection that the drain has begun.
+    pub fn begin(&self) {
+        self.begun.send_replace(true);
+    }
+
+    /// Begins the drain if not yet begun, then waits until every connection
+    /// has ended, or `deadline` has passed; says which (true: all ended).
+    /// Connections still open at the deadline are the caller's to drop
+    /// (ending the runtime ends them).
+    pub async fn wait(self, deadline: Duration) -> bool {
+        self.begin();
+        let Self { begun, alive, mut closed } = self;
+        drop(alive);
+        let drained = tokio::select! {
+            _ = closed.recv() => true,
+            () = tokio::time::sleep(deadline) => false,
+        };
+        drop(begun);
+        if drained {
+            tracing::info!("drained");
+        } else {
+            tracing::warn!(drain = ?deadline, "drain timeout passed; closing the remaining connections");
+        }
+        drained
+    }
+}
+
+impl DrainWatch {
+    /// Resolves once the drain has begun (at once if it has).
+    pub async fn begun(&mut self) {
+        let _ = self.begun.wait_for(|&begun| begun).await;
+    }
+
+    /// Drives a hyper connection to its end, asking it to finish gracefully
+    /// when the drain begins: HTTP/1 closes after the response in flight,
+    /// HTTP/2 sends GOAWAY and finishes its open streams.
+    pub async fn serve<C: GracefulConnection>(mut self, conn: C) -> Result<(), C::Error> {
+        let mut conn = pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            () = self.begun() => conn.as_mut().graceful_shutdown(),
+        }
+        conn.await
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (told apart by the first bytes) on `listener`
+/// with `handle` and the settings of `http`, until `stop` resolves; then
+/// stops accepting and lets open requests finish for up to `drain`.
+pub async fn serve_http<H, Fut, B>(
+    listener: TcpListener,
+    http: auto::Builder<TokioExecutor>,
+    handle: H,
+    stop: impl Future<Output = ()>,
+    drain: Duration,
+) where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let connections = Drain::new();
+    accept_until(&listener, Duration::from_millis(20), stop, |stream, _peer| {
+        let _ = stream.set_nodelay(true);
+        let handle = handle.clone();
+        let svc = service_fn(move |req| {
+            let response = handle(req);
+            async move { Ok::<_, std::convert::Infallible>(response.await) }
+        });
+        let http = http.clone();
+        let watch = connections.watch();
+        tokio::spawn(async move {
+            let conn = http.serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = watch.serve(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    })
+    .await;
+    drop(listener);
+    connections.wait(drain).await;
+}
+
+#[cfg(test)]
+#[path = "serve_tests.rs"]
+mod tests;
