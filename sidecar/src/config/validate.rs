@@ -315,11 +315,10 @@ impl Problems {
     }
 
     fn percent_bp(&mut self, key: &str, p: f64) -> u32 {
-        if !(0.0..=100.0).contains(&p) {
+        paymesh_vocab::percent::basis_points(p).unwrap_or_else(|| {
             self.push(key, "must be a percent in [0, 100]");
-            return 0;
-        }
-        (p * 100.0).round() as u32
+            0
+        })
     }
 
     fn rotate(&mut self, key: &str, r: &RawRotate) -> Rotate {
