@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use paymesh_adapters::legacy::LegacyOrchestration;
 use paymesh_adapters::orchestration::OrchestrationAdapter;
 use paymesh_adapters::{ApiError, Call, JsonClient, PaymentOrchestration, Reader};
-/// Which orchestration path serves a request: the sidecar's type.
+/// Which orchestration path serves a request: one type with the sidecar.
 pub use paymesh_vocab::Route;
 use paymesh_vocab::{ApiPath, Feature, headers};
 use serde::Serialize;

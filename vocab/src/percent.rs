@@ -41,7 +41,8 @@ pub fn percent(basis_points: u32) -> f64 {
 /// back as the same basis points.
 pub fn format_percent(p: f64) -> String {
     let s = format!("{p:.4}");
-    // Always a point to stop at: `{:.4}` prints one for every finite value.
+    // `{:.4}` prints a point for every finite value, so trimming stops
+    // there; NaN and inf have no zeros to lose.
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 

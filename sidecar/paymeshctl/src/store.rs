@@ -40,8 +40,11 @@ pub fn check_feature(feature: &str) -> anyhow::Result<()> {
 
 /// A client id as the sidecars' config accepts it (`clients[].id`).
 pub fn check_client(id: &str) -> anyhow::Result<()> {
-    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok { Ok(()) } else { bail!("{id:?} is not a client id: 1-64 characters of [A-Za-z0-9._-], as in the config") }
+    if paymesh_vocab::ids::valid_client_id(id) {
+        Ok(())
+    } else {
+        bail!("{id:?} is not a client id: 1-64 characters of [A-Za-z0-9._-], as in the config")
+    }
 }
 
 /// What a migration key is about: a feature, or one client's override of it.

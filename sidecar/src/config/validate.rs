@@ -184,10 +184,7 @@ impl Problems {
         let mut out = Vec::with_capacity(raw.len());
         for (i, c) in raw.into_iter().enumerate() {
             let key = |k: &str| format!("clients[{i}].{k}");
-            if c.id.is_empty()
-                || c.id.len() > 64
-                || !c.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
+            if !paymesh_vocab::ids::valid_client_id(&c.id) {
                 self.push(
                     key("id"),
                     "must be 1-64 characters of [A-Za-z0-9._-] (it is a metric label and a header value)",
