@@ -159,7 +159,7 @@ impl LegacyOrchestration {
                 let outcome = json!({ "resource": resource_id(&v) });
                 (Ok(v), outcome)
             }
-            Err(Step::Refused(f)) => (Err(ApiError::from(f)), json!({ "failure": failure_code(f) })),
+            Err(Step::Refused(f)) => (Err(ApiError::from(f)), json!({ "failure": f.code() })),
             Err(Step::Error(e)) => {
                 // Nothing definite happened that a retry could not finish:
                 // every step is idempotent on the key. Free it for the retry.
@@ -355,25 +355,12 @@ fn disbursement(d: LedgerDisbursement) -> Disbursement {
     }
 }
 
-/// The component vocabulary for business refusals.
+/// The component vocabulary for business refusals; `not_found` is how a
+/// component answers a lookup of a charge that is not there.
 fn failure_from_code(code: &str) -> Option<Failure> {
-    Some(match code {
-        "charge_not_found" | "not_found" => Failure::ChargeNotFound,
-        "amount_exceeds_refundable" => Failure::AmountExceedsRefundable,
-        "charge_already_refunded" => Failure::ChargeAlreadyRefunded,
-        "risk_declined" => Failure::RiskDeclined,
-        "card_declined" => Failure::CardDeclined,
-        _ => return None,
-    })
-}
-
-fn failure_code(f: Failure) -> &'static str {
-    match f {
-        Failure::ChargeNotFound => "charge_not_found",
-        Failure::AmountExceedsRefundable => "amount_exceeds_refundable",
-        Failure::ChargeAlreadyRefunded => "charge_already_refunded",
-        Failure::RiskDeclined => "risk_declined",
-        Failure::CardDeclined => "card_declined",
+    match code {
+        "not_found" => Some(Failure::ChargeNotFound),
+        code => Failure::from_code(code),
     }
 }
 
@@ -395,7 +382,7 @@ mod tests {
             Failure::RiskDeclined,
             Failure::CardDeclined,
         ] {
-            assert_eq!(failure_from_code(failure_code(f)), Some(f));
+            assert_eq!(failure_from_code(f.code()), Some(f));
         }
         assert_eq!(failure_from_code("something_else"), None);
     }

@@ -142,7 +142,7 @@ impl OrchestrationAdapter {
         match (exec.status.as_str(), exec.output, exec.failure) {
             ("SUCCEEDED", Some(output), _) => Ok(output),
             ("FAILED", _, Some(failure)) => {
-                Err(failure_from_reason(&failure.reason).map(ApiError::from).unwrap_or_else(|| {
+                Err(Failure::from_workflow_reason(&failure.reason).map(ApiError::from).unwrap_or_else(|| {
                     tracing::warn!(reason = %failure.reason, "unknown failure reason");
                     ApiError::bad_gateway(WHAT)
                 }))
@@ -315,17 +315,6 @@ pub(crate) fn payout(p: WfPayout) -> Result<Disbursement, ApiError> {
     })
 }
 
-fn failure_from_reason(reason: &str) -> Option<Failure> {
-    Some(match reason {
-        "CHARGE_NOT_FOUND" => Failure::ChargeNotFound,
-        "REFUND_EXCEEDS_CAPTURED" => Failure::AmountExceedsRefundable,
-        "CHARGE_FULLY_REFUNDED" => Failure::ChargeAlreadyRefunded,
-        "RISK_REJECTED" => Failure::RiskDeclined,
-        "PAYMENT_METHOD_DECLINED" => Failure::CardDeclined,
-        _ => return None,
-    })
-}
-
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         tracing::warn!(error = %e, "undecodable answer from the orchestration service");
@@ -381,7 +370,7 @@ pub fn read_answer(kind: AnswerKind, bytes: &[u8]) -> Result<Answer, ApiError> {
     Ok(match kind {
         AnswerKind::Execution => {
             let e: Execution = decode(bytes)?;
-            let failure = e.failure.as_ref().and_then(|f| failure_from_reason(&f.reason));
+            let failure = e.failure.as_ref().and_then(|f| Failure::from_workflow_reason(&f.reason));
             Answer::Execution { status: e.status, output: e.output, failure }
         }
         AnswerKind::Charge => Answer::Charge(charge(decode(bytes)?)?),

@@ -16,6 +16,8 @@ use hyper::body::Incoming;
 use paymesh_adapters::legacy::LegacyOrchestration;
 use paymesh_adapters::orchestration::OrchestrationAdapter;
 use paymesh_adapters::{ApiError, Call, JsonClient, PaymentOrchestration, Reader};
+/// Which orchestration path serves a request: one type with the sidecar.
+pub use paymesh_vocab::Route;
 use paymesh_vocab::{ApiPath, Feature, headers};
 use serde::Serialize;
 use std::time::Duration;
@@ -29,30 +31,14 @@ const REQUEST_ID: &str = headers::REQUEST_ID;
 /// The client id used when the app is called without a sidecar in front.
 const ANONYMOUS: &str = "anonymous";
 
-/// Which orchestration path serves a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    Legacy,
-    Orchestration,
-}
-
-impl Route {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Route::Legacy => "legacy",
-            Route::Orchestration => "orchestration",
-        }
-    }
-
-    /// Absent means legacy: the behaviour before any migration.
-    fn from_header(value: Option<&HeaderValue>) -> Result<Route, ApiError> {
-        match value.map(HeaderValue::as_bytes) {
-            None | Some(b"legacy") => Ok(Route::Legacy),
-            Some(b"orchestration") => Ok(Route::Orchestration),
-            Some(_) => {
-                Err(ApiError::invalid("invalid_route", None, "x-paymesh-route must be legacy or orchestration."))
-            }
-        }
+/// The sidecar's choice of path, read from `x-paymesh-route`; absent means
+/// legacy, the behaviour before any migration.
+fn route_from_header(value: Option<&HeaderValue>) -> Result<Route, ApiError> {
+    match value {
+        None => Ok(Route::Legacy),
+        Some(v) => Route::from_header(v.as_bytes()).ok_or_else(|| {
+            ApiError::invalid("invalid_route", None, "x-paymesh-route must be legacy or orchestration.")
+        }),
     }
 }
 
@@ -109,7 +95,7 @@ impl App {
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
         let request_id = parts.headers.get(REQUEST_ID).cloned();
-        let route = Route::from_header(parts.headers.get(ROUTE));
+        let route = route_from_header(parts.headers.get(ROUTE));
         let result = match &route {
             Ok(route) => self.dispatch(*route, &parts, body).await,
             Err(e) => Err(e.clone()),
@@ -190,9 +176,13 @@ impl App {
 
     async fn serve(&self, route: Route, client: &str, op: Op) -> Result<Response<Full<Bytes>>, ApiError> {
         match route {
-            Route::Legacy => serve(&self.legacy, client, self.operators.iter().any(|o| o == client), op).await,
             Route::Orchestration => {
                 serve(&self.orchestration, client, self.operators.iter().any(|o| o == client), op).await
+            }
+            // `None` is a sidecar label that no header parses to; were it
+            // here, legacy is the path that served before any migration.
+            Route::Legacy | Route::None => {
+                serve(&self.legacy, client, self.operators.iter().any(|o| o == client), op).await
             }
         }
     }

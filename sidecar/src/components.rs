@@ -7,55 +7,30 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Component {
-    AccessLog,
-    /// Histograms and per-client series; plain counters stay.
-    DetailedMetrics,
-    /// Span export and debug detail.
-    Tracing,
-    /// On-demand CPU profiles.
-    Profiling,
-}
-
-impl Component {
-    pub const ALL: [Component; 4] =
-        [Component::AccessLog, Component::DetailedMetrics, Component::Tracing, Component::Profiling];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Component::AccessLog => "access_log",
-            Component::DetailedMetrics => "detailed_metrics",
-            Component::Tracing => "tracing",
-            Component::Profiling => "profiling",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Component> {
-        Component::ALL.into_iter().find(|c| c.as_str() == name)
-    }
-}
+/// The components' names are shared vocabulary: the config, the admin
+/// endpoint, metric labels and `paymeshctl` use the same ones.
+pub use paymesh_vocab::Component;
 
 /// One switch per component, all on at start.
 #[derive(Debug)]
 pub struct Components {
-    on: [AtomicBool; 4],
+    on: [AtomicBool; Component::ALL.len()],
 }
 
 impl Default for Components {
     fn default() -> Self {
-        Self { on: [true; 4].map(AtomicBool::new) }
+        Self { on: [true; Component::ALL.len()].map(AtomicBool::new) }
     }
 }
 
 impl Components {
     pub fn enabled(&self, c: Component) -> bool {
-        self.on[c as usize].load(Ordering::Relaxed)
+        self.on[c.index()].load(Ordering::Relaxed)
     }
 
     /// Sets a switch and returns its previous state.
     pub fn set(&self, c: Component, on: bool) -> bool {
-        self.on[c as usize].swap(on, Ordering::Relaxed)
+        self.on[c.index()].swap(on, Ordering::Relaxed)
     }
 }
 

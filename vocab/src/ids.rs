@@ -35,6 +35,17 @@ impl IdKind {
     }
 }
 
+/// Longest client id the config accepts.
+pub const CLIENT_ID_MAX: usize = 64;
+
+/// A client id as `clients[].id` in the sidecar's config accepts it, and as
+/// `paymeshctl` checks one before writing its etcd key: 1-64 characters of
+/// `[A-Za-z0-9._-]`. It is a metric label, a header value and one etcd key
+/// segment, so nothing else may be in it.
+pub fn valid_client_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= CLIENT_ID_MAX && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +69,29 @@ mod tests {
             "CH_0123456789abcdefghijKLMN",
         ] {
             assert!(!IdKind::Charge.matches(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn client_ids_are_single_key_segments() {
+        assert!(valid_client_id("internal-billing"));
+        assert!(valid_client_id("a.b_c-9"));
+        assert!(valid_client_id(&"x".repeat(CLIENT_ID_MAX)));
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "a\nb",
+            "caf\u{e9}",
+            "\u{1F4B8}",
+            "a\0",
+            "a,b",
+            "a=b",
+            "\"a\"",
+            &"x".repeat(CLIENT_ID_MAX + 1),
+            &"x".repeat(1 << 20),
+        ] {
+            assert!(!valid_client_id(bad), "{bad:?}");
         }
     }
 }

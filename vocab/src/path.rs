@@ -29,11 +29,11 @@ impl Feature {
         ApiPath::parse(path).map_or(Feature::Other, |p| p.feature)
     }
 
-    pub fn index(self) -> usize {
+    pub const fn index(self) -> usize {
         self as usize
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Feature::Charge => "charge",
             Feature::Refund => "refund",

@@ -90,26 +90,7 @@ pub enum Outcome {
     Failure(Failure),
 }
 
-/// Business refusals, in the component vocabulary (`snake_case`); the
-/// workflow API renders them as SCREAMING_CASE reasons of its own.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Failure {
-    ChargeNotFound,
-    AmountExceedsRefundable,
-    ChargeAlreadyRefunded,
-    RiskDeclined,
-    CardDeclined,
-}
-
-impl Failure {
-    pub fn code(self) -> &'static str {
-        match self {
-            Failure::ChargeNotFound => "charge_not_found",
-            Failure::AmountExceedsRefundable => "amount_exceeds_refundable",
-            Failure::ChargeAlreadyRefunded => "charge_already_refunded",
-            Failure::RiskDeclined => "risk_declined",
-            Failure::CardDeclined => "card_declined",
-        }
-    }
-}
+/// Business refusals, in the component vocabulary (`snake_case`, also how
+/// outcomes are stored); the workflow API renders them as SCREAMING_CASE
+/// reasons. Shared with the adapters, which read both back.
+pub use paymesh_vocab::Failure;

@@ -297,7 +297,7 @@ fn view(execution: &str, operation: Operation, outcome: &Outcome, deduplicated: 
         Outcome::Charge(c) => ("SUCCEEDED", wf_charge(c), Value::Null),
         Outcome::Refund(r) => ("SUCCEEDED", wf_refund(r), Value::Null),
         Outcome::Payout(p) => ("SUCCEEDED", wf_payout(p), Value::Null),
-        Outcome::Failure(f) => ("FAILED", Value::Null, json!({ "reason": reason(*f), "detail": f.code() })),
+        Outcome::Failure(f) => ("FAILED", Value::Null, json!({ "reason": f.workflow_reason(), "detail": f.code() })),
     };
     json(
         200,
@@ -306,16 +306,6 @@ fn view(execution: &str, operation: Operation, outcome: &Outcome, deduplicated: 
             "deduplicated": deduplicated, "output": output, "failure": failure,
         }),
     )
-}
-
-fn reason(f: Failure) -> &'static str {
-    match f {
-        Failure::ChargeNotFound => "CHARGE_NOT_FOUND",
-        Failure::AmountExceedsRefundable => "REFUND_EXCEEDS_CAPTURED",
-        Failure::ChargeAlreadyRefunded => "CHARGE_FULLY_REFUNDED",
-        Failure::RiskDeclined => "RISK_REJECTED",
-        Failure::CardDeclined => "PAYMENT_METHOD_DECLINED",
-    }
 }
 
 fn money(minor: u64, currency: &str) -> Value {

@@ -86,10 +86,10 @@ fn refunds_and_payouts_map() {
 
 #[test]
 fn failure_reasons_map_to_the_shared_vocabulary() {
-    assert_eq!(failure_from_reason("REFUND_EXCEEDS_CAPTURED"), Some(Failure::AmountExceedsRefundable));
-    assert_eq!(failure_from_reason("PAYMENT_METHOD_DECLINED"), Some(Failure::CardDeclined));
-    assert_eq!(failure_from_reason("CHARGE_NOT_FOUND"), Some(Failure::ChargeNotFound));
-    assert_eq!(failure_from_reason("FULLY_CHARGED"), None);
+    assert_eq!(Failure::from_workflow_reason("REFUND_EXCEEDS_CAPTURED"), Some(Failure::AmountExceedsRefundable));
+    assert_eq!(Failure::from_workflow_reason("PAYMENT_METHOD_DECLINED"), Some(Failure::CardDeclined));
+    assert_eq!(Failure::from_workflow_reason("CHARGE_NOT_FOUND"), Some(Failure::ChargeNotFound));
+    assert_eq!(Failure::from_workflow_reason("FULLY_CHARGED"), None);
 }
 
 /// Serves `answer(n, method)` for the n-th request.

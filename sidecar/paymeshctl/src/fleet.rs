@@ -1,15 +1,14 @@
 //! `paymeshctl fleet`: the fleet's members and, per `scope: fleet` client,
 //! each member's demand and share, read from `<prefix>/fleet/` in etcd.
 //!
-//! Records are parsed with the sidecar's own parser, so a record the
+//! Records are parsed with the sidecars' own parser (`paymesh_vocab::fleet`), so a record the
 //! sidecars refuse is shown as refused here too, with the reason.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
-use paymesh_sidecar::fleet::MemberRecord;
-use paymesh_sidecar::fleet::share::parse_record;
+use paymesh_vocab::fleet::{MemberRecord, parse_record};
 use serde_json::{Value, json};
 
 /// Every member record under `dir` (`<prefix>/fleet/`), parsed or refused.

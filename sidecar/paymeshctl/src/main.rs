@@ -19,6 +19,7 @@ mod store;
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use observe::{Http, Source};
+use paymesh_vocab::Component;
 use paymeshctl::prom;
 use serde_json::json;
 use std::path::PathBuf;
@@ -102,6 +103,7 @@ enum Command {
     /// admin token, from the pod).
     Component {
         /// access_log, detailed_metrics, tracing or profiling.
+        #[arg(value_parser = Component::NAMES)]
         name: String,
         #[arg(value_parser = ["on", "off", "auto"])]
         state: String,

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use paymesh_vocab::{Component, Route};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -222,11 +223,12 @@ async fn prometheus(http: &Http, base: &str, selector: Option<&str>, scope: &Sco
         let errors = format!("{requests}{}", s.replacen('}', ",code=\"5xx\"}", 1));
         (sum(format!("{requests}{s}")), sum(errors), format!("{histogram}_count{s}"), format!("{histogram}_bucket{s}"))
     };
-    let (o_req, o_err, o_count, o_bucket) = side("orchestration");
-    let (l_req, l_err, _, _) = side("legacy");
+    let (o_req, o_err, o_count, o_bucket) = side(Route::Orchestration.as_str());
+    let (l_req, l_err, _, _) = side(Route::Legacy.as_str());
     let p99 = format!("histogram_quantile(0.99, sum by (le) (increase({o_bucket}[{secs}s])))");
     let shed = format!(
-        "count(min_over_time(paymesh_component_enabled{{component=\"detailed_metrics\"{extra}}}[{secs}s]) == 0)"
+        "count(min_over_time(paymesh_component_enabled{{component=\"{}\"{extra}}}[{secs}s]) == 0)",
+        Component::DetailedMetrics.as_str()
     );
     let down = format!(
         "count((min_over_time(up[{secs}s]) == 0) and on (instance, job) last_over_time(paymesh_inflight_requests{{{}}}[1h]))",
@@ -259,7 +261,7 @@ async fn prometheus(http: &Http, base: &str, selector: Option<&str>, scope: &Sco
         p99: None,
         observed: 0.0,
     };
-    let shed = read(shed, "detailed_metrics").await.unwrap_or(0.0);
+    let shed = read(shed, Component::DetailedMetrics.as_str()).await.unwrap_or(0.0);
     let down = read(down, "targets").await.unwrap_or(0.0);
     let off = read(percent, "percent").await.unwrap_or(0.0);
     if shed > 0.0 {

@@ -8,7 +8,11 @@
 //! switched off, and the percent the sidecar serves.
 
 use anyhow::{Context, bail};
+use paymesh_vocab::{Component, Route};
 use std::collections::BTreeMap;
+
+/// Shedding it removes the histograms a ramp is judged by.
+const DETAILED: &str = Component::DetailedMetrics.as_str();
 
 /// One scrape's figures for a (feature, route).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -51,8 +55,8 @@ impl View {
     /// `client`: the scope is that client's traffic and override.
     pub fn parse(text: &str, feature: &str, client: Option<&str>) -> View {
         let mut v = View {
-            orchestration: Figures::parse_scoped(text, feature, client, "orchestration"),
-            legacy: Figures::parse_scoped(text, feature, client, "legacy"),
+            orchestration: Figures::parse_scoped(text, feature, client, Route::Orchestration.as_str()),
+            legacy: Figures::parse_scoped(text, feature, client, Route::Legacy.as_str()),
             ..View::default()
         };
         for line in text.lines() {
@@ -61,12 +65,11 @@ impl View {
             }
             let Some((name, labels, value)) = split(line) else { continue };
             match name {
-                "paymesh_component_enabled" if label(labels, "component") == Some("detailed_metrics") => {
+                "paymesh_component_enabled" if label(labels, "component") == Some(DETAILED) => {
                     v.detailed = Some(value >= 1.0);
                 }
                 "paymesh_switch_events_total"
-                    if label(labels, "component") == Some("detailed_metrics")
-                        && label(labels, "state") == Some("off") =>
+                    if label(labels, "component") == Some(DETAILED) && label(labels, "state") == Some("off") =>
                 {
                     v.detailed_offs += value;
                 }

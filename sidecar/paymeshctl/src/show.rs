@@ -87,7 +87,7 @@ pub fn event_line(v: &Value) -> String {
 /// sidecar's `overload.events_rotate` keeps them), oldest first; a line that
 /// is not JSON is reported, not fatal.
 pub fn events_from_file(path: &Path) -> anyhow::Result<Vec<Value>> {
-    let rotated = (1..).map(|n| paymesh_sidecar::observe::rotate::numbered(path, n)).take_while(|p| p.exists());
+    let rotated = (1..).map(|n| paymesh_vocab::files::numbered(path, n)).take_while(|p| p.exists());
     let mut files: Vec<_> = rotated.collect();
     files.reverse();
     files.push(path.to_owned());

@@ -11,18 +11,21 @@
 
 use anyhow::{Context, bail};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse};
+/// `12.5` → `"12.5"`, `30.0` → `"30"`: as the sidecars read it back.
+pub use paymesh_vocab::percent::format_percent;
+use paymesh_vocab::{Feature, percent};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub const FEATURES: [&str; 3] = ["charge", "refund", "disbursement"];
+pub const FEATURES: [&str; 3] = [Feature::Charge.as_str(), Feature::Refund.as_str(), Feature::Disbursement.as_str()];
 
 /// Parses a percent with the sidecars' own parser, so this tool accepts
 /// exactly what they apply: a finite decimal in [0, 100], kept to basis
 /// points (two decimals).
 pub fn parse_percent(text: &str) -> anyhow::Result<f64> {
-    match paymesh_sidecar::migration::parse_percent(text) {
-        Ok(basis_points) => Ok(f64::from(basis_points) / 100.0),
+    match percent::parse_percent(text) {
+        Ok(basis_points) => Ok(percent::percent(basis_points)),
         Err(e) => bail!(e),
     }
 }
@@ -37,8 +40,11 @@ pub fn check_feature(feature: &str) -> anyhow::Result<()> {
 
 /// A client id as the sidecars' config accepts it (`clients[].id`).
 pub fn check_client(id: &str) -> anyhow::Result<()> {
-    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok { Ok(()) } else { bail!("{id:?} is not a client id: 1-64 characters of [A-Za-z0-9._-], as in the config") }
+    if paymesh_vocab::ids::valid_client_id(id) {
+        Ok(())
+    } else {
+        bail!("{id:?} is not a client id: 1-64 characters of [A-Za-z0-9._-], as in the config")
+    }
 }
 
 /// What a migration key is about: a feature, or one client's override of it.
@@ -369,12 +375,6 @@ fn current(kv: Option<&etcd_client::KeyValue>) -> Current {
             }
         }
     }
-}
-
-/// `12.5` → `"12.5"`, `30.0` → `"30"`.
-pub fn format_percent(p: f64) -> String {
-    let s = format!("{p:.4}");
-    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 #[cfg(test)]

@@ -184,10 +184,7 @@ impl Problems {
         let mut out = Vec::with_capacity(raw.len());
         for (i, c) in raw.into_iter().enumerate() {
             let key = |k: &str| format!("clients[{i}].{k}");
-            if c.id.is_empty()
-                || c.id.len() > 64
-                || !c.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
+            if !paymesh_vocab::ids::valid_client_id(&c.id) {
                 self.push(
                     key("id"),
                     "must be 1-64 characters of [A-Za-z0-9._-] (it is a metric label and a header value)",
@@ -315,11 +312,10 @@ impl Problems {
     }
 
     fn percent_bp(&mut self, key: &str, p: f64) -> u32 {
-        if !(0.0..=100.0).contains(&p) {
+        paymesh_vocab::percent::basis_points(p).unwrap_or_else(|| {
             self.push(key, "must be a percent in [0, 100]");
-            return 0;
-        }
-        (p * 100.0).round() as u32
+            0
+        })
     }
 
     fn rotate(&mut self, key: &str, r: &RawRotate) -> Rotate {

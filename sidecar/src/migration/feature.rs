@@ -4,31 +4,10 @@
 /// path (one parser for both, so a path cannot pick its route).
 pub use paymesh_vocab::Feature;
 
-/// The path that serves a request. `None` is for requests the sidecar
-/// answered itself before choosing (401, 429, ...), so metrics stay honest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Route {
-    Legacy = 0,
-    Orchestration = 1,
-    None = 2,
-}
-
-impl Route {
-    pub const ALL: [Route; 3] = [Route::Legacy, Route::Orchestration, Route::None];
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Route::Legacy => "legacy",
-            Route::Orchestration => "orchestration",
-            Route::None => "none",
-        }
-    }
-}
+/// The path that serves a request, as the app reads it from
+/// `x-paymesh-route`; `Route::None` labels a request the sidecar answered
+/// itself before choosing (401, 429, ...), so metrics stay honest.
+pub use paymesh_vocab::Route;
 
 #[cfg(test)]
 mod tests {

@@ -14,5 +14,7 @@ mod table;
 
 pub use bucket::{BUCKETS, bucket_for};
 pub use feature::{Feature, Route};
-pub use sync::{Cache, MigrationSync, SyncStatus, parse_percent};
+/// Percents as etcd holds them: the parser `paymeshctl` checks writes with.
+pub use paymesh_vocab::percent::parse_percent;
+pub use sync::{Cache, MigrationSync, SyncStatus};
 pub use table::{MigrationTable, Override, Overrides, Source};

@@ -26,6 +26,7 @@ use super::{Feature, Source};
 use crate::etcd::{Backoff, Conn, ErrorKind, Etcd, EtcdStatus};
 use crate::state::Shared;
 use etcd_client::{EventType, GetOptions, WatchOptions};
+use paymesh_vocab::percent::parse_percent;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,17 +49,6 @@ pub struct SyncStatus {
     pub revision: AtomicI64,
     /// The sidecar's etcd connection (every etcd task's, this one's too).
     pub etcd: Arc<EtcdStatus>,
-}
-
-/// Parses an etcd value: a finite decimal percent in [0, 100], as basis
-/// points (`12.5` → 1250).
-pub fn parse_percent(text: &str) -> Result<u32, String> {
-    let t = text.trim();
-    match t.parse::<f64>() {
-        Ok(p) if p.is_finite() && (0.0..=100.0).contains(&p) => Ok((p * 100.0).round() as u32),
-        Ok(_) => Err(format!("{t:?} is outside [0, 100]")),
-        Err(_) => Err(format!("{t:?} is not a number")),
-    }
 }
 
 /// The cache file: the etcd view last applied (`None`: no key, default).
@@ -463,17 +453,6 @@ mod tests {
         assert_eq!(key_of(p, b"/paymesh/migration/other/clients/a"), None);
         assert_eq!(key_of(p, b"/paymesh/migration/chargeX"), None);
         assert_eq!(key_of(p, b"/paymesh/migration-history/charge/1"), None);
-    }
-
-    #[test]
-    fn percents_parse_to_basis_points() {
-        assert_eq!(parse_percent("12.5"), Ok(1250));
-        assert_eq!(parse_percent(" 100\n"), Ok(10_000));
-        assert_eq!(parse_percent("0"), Ok(0));
-        assert_eq!(parse_percent("0.01"), Ok(1));
-        for bad in ["", "abc", "-1", "100.5", "NaN", "inf", "1e9", "12,5"] {
-            assert!(parse_percent(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

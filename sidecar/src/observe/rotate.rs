@@ -29,12 +29,8 @@ impl Rotate {
     }
 }
 
-/// `FILE.n`.
-pub fn numbered(path: &Path, n: u32) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{n}"));
-    PathBuf::from(s)
-}
+/// `FILE.n`: the naming `paymeshctl events --file` reads back.
+pub use paymesh_vocab::files::numbered;
 
 /// Shifts `FILE` to `FILE.1` (and each `FILE.n` up one, dropping the
 /// oldest). Missing files are skipped; the caller opens a fresh `FILE`.
