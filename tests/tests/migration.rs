@@ -3,7 +3,7 @@
 
 use paymesh_system_tests::migration::{CHECKOUT, charge_as, ctl, ramp_args, traffic};
 use paymesh_system_tests::{AppProcess, Client, Etcd, Orchestrator, SidecarProcess, eventually, metric};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
 
