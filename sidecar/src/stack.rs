@@ -31,7 +31,7 @@ use crate::layers::metrics::Count;
 use crate::layers::route::RouteChoice;
 use crate::layers::throttle::Throttle;
 use crate::layers::trace::Trace;
-use crate::layers::{FilterLayer, Step, StepLayer};
+use crate::layers::{FilterLayer, Step, StepLayer, infallible_inner};
 use crate::migration::MigrationTable;
 use crate::observe::{AccessLogWriter, Metrics};
 use crate::proxy::Proxy;
@@ -163,17 +163,11 @@ impl<S, B, RB> Service<Accepted<B>> for Step<NewCtx, S>
 where
     S: Service<Call<B>, Response = Answer<RB>, Error = Infallible>,
 {
-    type Response = Response<RB>;
-    type Error = Infallible;
-    type Future = Answered<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner().poll_ready(cx)
-    }
+    infallible_inner!(Response<RB>, Answered<S::Future>);
 
     fn call(&mut self, Accepted { conn, req }: Accepted<B>) -> Self::Future {
-        let ctx = Ctx::new(conn, self.step().live.load_full(), req.headers().len());
-        Answered { fut: self.inner().call(Call { ctx, req }) }
+        let ctx = Ctx::new(conn, self.step.live.load_full(), req.headers().len());
+        Answered { fut: self.inner.call(Call { ctx, req }) }
     }
 }
 

@@ -157,17 +157,7 @@ async fn a_request_cancelled_before_its_answer_is_logged_and_counted_as_499() {
     let app = upstream().await;
     let mut sc = sidecar(&config_yaml(app.addr, "")).await;
     // HTTP/2: the client drops the response future, hyper sends RST_STREAM.
-    let tcp = tokio::net::TcpStream::connect(sc.proxy).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get(format!("http://{}/v1/charges/ch_1", sc.proxy))
-        .header("authorization", format!("Bearer {CHECKOUT_KEY}"))
-        .header("x-test-delay-ms", "3000")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
+    let (mut sender, req) = h2_get(&sc, "/v1/charges/ch_1", &[("x-test-delay-ms", "3000")]).await;
     let reset = tokio::time::timeout(Duration::from_millis(300), sender.send_request(req)).await;
     assert!(reset.is_err(), "the app waits 3 s; the client gave up first");
     // HTTP/1: the client closes its socket with the request in flight.

@@ -255,16 +255,7 @@ async fn admin_endpoints_answer() {
 async fn cleartext_http2_is_served() {
     let app = upstream().await;
     let sc = sidecar(&config_yaml(app.addr, "")).await;
-    let tcp = TcpStream::connect(sc.proxy).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get(format!("http://{}/v1/refunds/re_1", sc.proxy))
-        .header("authorization", format!("Bearer {CHECKOUT_KEY}"))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
+    let (mut sender, req) = h2_get(&sc, "/v1/refunds/re_1", &[]).await;
     let res = sender.send_request(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
     assert_eq!(res.version(), http::Version::HTTP_2);

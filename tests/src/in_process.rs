@@ -217,3 +217,25 @@ pub async fn ready(sc: &Sidecar) {
     })
     .await;
 }
+
+/// A cleartext HTTP/2 connection (prior knowledge) to the sidecar, driven
+/// in the background, and a GET of `path` by the checkout client with
+/// `headers` to send on it.
+pub async fn h2_get(
+    sc: &Sidecar,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>, Request<http_body_util::Empty<Bytes>>) {
+    let tcp = tokio::net::TcpStream::connect(sc.proxy).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::get(format!("http://{}{path}", sc.proxy))
+        .header("authorization", format!("Bearer {CHECKOUT_KEY}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    (sender, req)
+}

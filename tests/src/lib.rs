@@ -52,11 +52,26 @@ pub fn bin(name: &str) -> PathBuf {
 /// A loopback port that was free a moment ago. Another process may take it
 /// before the server under test binds it: servers started on such ports go
 /// through [`on_free_ports`].
+///
+/// Ports come from below the kernel's ephemeral range (which `bind(0)` and
+/// outgoing connections use), each handed out once per test process: a port
+/// a test means to restart a server on (after a SIGKILL) is never given to
+/// another test's server in between, which would then answer in its place.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Where this process starts in the range: apart from other test runs.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "every test port of this process is used");
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Runs `start` (which picks its ports with [`free_port`]) until it does not

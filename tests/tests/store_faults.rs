@@ -75,6 +75,25 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
+/// Retries `key` with its body until it is created, for at most 20 s,
+/// accepting only `waits` meanwhile (a key an attempt still holds, a store
+/// still failing); the charge has the body's amount.
+async fn retry_until_created(client: &Client, url: &str, route: &str, key: &str, amount: u64, waits: &[u16]) -> Value {
+    let started = Instant::now();
+    loop {
+        let r = post(client, url, route, key, "faults", &charge_body(amount)).await;
+        let status = r.status.as_u16();
+        if status == 201 {
+            let charge = r.json();
+            assert_eq!(charge["amount"], amount, "{route} {key}");
+            return charge;
+        }
+        assert!(waits.contains(&status), "{route}: retry of {key}: {status} {}", r.json());
+        assert!(started.elapsed() < Duration::from_secs(20), "{route}: {key} never converged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Every acknowledged charge reads back unchanged on both paths.
 async fn all_readable(client: &Client, app: &str, acknowledged: &[(String, Value)]) {
     for (key, charge) in acknowledged {
@@ -139,20 +158,8 @@ async fn a_full_disk_is_503_and_serving_resumes_once_space_is_freed() {
     })
     .await;
     for (n, key) in &refused {
-        let body = charge_body(1000 + *n as u64);
-        let mut last = None;
-        for _ in 0..50 {
-            let r = post(&client, &url, ROUTES[n % 2], key, "faults", &body).await;
-            if r.status == 201 {
-                last = Some(r.json());
-                break;
-            }
-            // A refused attempt may still hold its key until its lease ends.
-            assert!(r.status == 409 || r.status == 503, "retry of {key}: {} {}", r.status, r.json());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let charge = last.unwrap_or_else(|| panic!("{key} never converged"));
-        assert_eq!(charge["amount"], 1000 + *n as u64);
+        // A refused attempt may still hold its key until its lease ends.
+        let charge = retry_until_created(&client, &url, ROUTES[n % 2], key, 1000 + *n as u64, &[409, 503]).await;
         acknowledged.push((key.clone(), charge));
     }
     all_readable(&client, &app.url, &acknowledged).await;
@@ -234,18 +241,7 @@ async fn a_disk_the_kernel_turns_read_only_is_503_and_loses_nothing_acknowledged
     all_readable(&client, &app.url, &acknowledged).await;
     for (n, key) in &refused {
         let (route, amount) = if *n == usize::MAX { (&key[3..], 5) } else { (ROUTES[n % 2], 1000 + *n as u64) };
-        let mut last = None;
-        for _ in 0..50 {
-            let r = post(&client, &url, route, key, "faults", &charge_body(amount)).await;
-            if r.status == 201 {
-                last = Some(r.json());
-                break;
-            }
-            assert!(r.status == 409 || r.status == 503, "retry of {key}: {} {}", r.status, r.json());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let charge = last.unwrap_or_else(|| panic!("{key} never converged"));
-        assert_eq!(charge["amount"], amount, "{key}");
+        retry_until_created(&client, &url, route, key, amount, &[409, 503]).await;
     }
 }
 
@@ -355,18 +351,7 @@ async fn a_pending_key_keeps_its_fingerprint_across_a_crash_on_both_paths() {
         assert_eq!(other.status, 422, "{route}: a different body after the restart: {}", other.json());
         assert_eq!(other.json()["error"]["type"], "idempotency_error");
         // The same body finishes the first payment, at its amount.
-        let mut done = None;
-        let started = Instant::now();
-        while done.is_none() && started.elapsed() < Duration::from_secs(20) {
-            let r = post(&client, &url, route, &key, "faults", &charge_body(1000)).await;
-            match r.status.as_u16() {
-                201 => done = Some(r.json()),
-                409 => tokio::time::sleep(Duration::from_millis(100)).await,
-                other => panic!("{route}: retry after the restart: {other} {}", r.json()),
-            }
-        }
-        let charge = done.unwrap_or_else(|| panic!("{route}: the retry never finished the payment"));
-        assert_eq!(charge["amount"], 1000, "{route}");
+        retry_until_created(&client, &url, route, &key, 1000, &[409]).await;
         let again = post(&client, &url, route, &key, "faults", &charge_body(2500)).await;
         assert_eq!(again.status, 422, "{route}: a different body after completion");
     }
@@ -397,16 +382,7 @@ async fn a_charge_captured_before_a_crash_completes_on_retry_not_declined() {
     assert!(first.await.unwrap().is_server_error());
 
     let _restarted = Orchestrator::start_on(port, &data, dir.path(), &["--claim-lease", "2s"]).await;
-    let started = Instant::now();
-    let charge = loop {
-        let r = post(&client, &url, "legacy", "captured", "faults", &charge_body(1000)).await;
-        match r.status.as_u16() {
-            201 => break r.json(),
-            409 if started.elapsed() < Duration::from_secs(20) => tokio::time::sleep(Duration::from_millis(100)).await,
-            other => panic!("retry after the crash: {other} {}", r.json()),
-        }
-    };
-    assert_eq!(charge["amount"], 1000);
+    let charge = retry_until_created(&client, &url, "legacy", "captured", 1000, &[409]).await;
     all_readable(&client, &app.url, &[("captured".into(), charge)]).await;
 }
 

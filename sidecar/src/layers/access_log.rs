@@ -44,13 +44,7 @@ where
     S: Service<Call<CountedBody<B>>, Response = Answer<RB>, Error = Infallible>,
     S::Future: InFlight,
 {
-    type Response = Answer<LoggedBody<RB>>;
-    type Error = Infallible;
-    type Future = AccessLogFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
+    infallible_inner!(Answer<LoggedBody<RB>>, AccessLogFuture<S::Future>);
 
     fn call(&mut self, call: Call<B>) -> Self::Future {
         if !self.step.components.enabled(Component::AccessLog) {

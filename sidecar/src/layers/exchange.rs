@@ -39,13 +39,7 @@ impl<S, B> Service<Call<B>> for Step<Exchange, S>
 where
     S: Service<AppRequest<B>, Response = Response<ProxyBody>, Error = Infallible>,
 {
-    type Response = Answer<ProxyBody>;
-    type Error = Infallible;
-    type Future = ExchangeFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
+    infallible_inner!(Answer<ProxyBody>, ExchangeFuture<S::Future>);
 
     fn call(&mut self, Call { ctx, req }: Call<B>) -> Self::Future {
         let limit = ctx.snap.config.limits.request_timeout;

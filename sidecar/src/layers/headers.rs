@@ -35,13 +35,7 @@ impl<S, B, RB> Service<Call<B>> for Step<Headers, S>
 where
     S: Service<Call<B>, Response = Answer<RB>, Error = Infallible>,
 {
-    type Response = Answer<RB>;
-    type Error = Infallible;
-    type Future = HeadersFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
+    infallible_inner!(Answer<RB>, HeadersFuture<S::Future>);
 
     fn call(&mut self, mut call: Call<B>) -> Self::Future {
         let headers = call.req.headers_mut();

@@ -47,13 +47,7 @@ where
     S: Service<Call<B>, Response = Answer<RB>, Error = Infallible>,
     S::Future: InFlight,
 {
-    type Response = Answer<RB>;
-    type Error = Infallible;
-    type Future = CountFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
+    infallible_inner!(Answer<RB>, CountFuture<S::Future>);
 
     fn call(&mut self, call: Call<B>) -> Self::Future {
         let metrics = self.step.metrics.clone();

@@ -13,6 +13,25 @@
 //! I/O. Every service is infallible: failures become answers, so hyper
 //! never sees an error.
 
+/// The items every step's `Service` impl shares: its answer and future
+/// types, no error (failures are answers), and ready whenever its inner
+/// service is (no step reserves capacity: load shedding answers in `call`).
+macro_rules! infallible_inner {
+    ($response:ty, $future:ty) => {
+        type Response = $response;
+        type Error = ::std::convert::Infallible;
+        type Future = $future;
+
+        fn poll_ready(
+            &mut self,
+            cx: &mut ::std::task::Context<'_>,
+        ) -> ::std::task::Poll<Result<(), ::std::convert::Infallible>> {
+            self.inner.poll_ready(cx)
+        }
+    };
+}
+pub(crate) use infallible_inner;
+
 pub mod access_log;
 pub mod auth;
 pub mod body_limit;
@@ -51,18 +70,8 @@ impl<T: Clone, S> Layer<S> for StepLayer<T> {
 /// A step around an inner service.
 #[derive(Debug, Clone)]
 pub struct Step<T, S> {
-    step: T,
-    inner: S,
-}
-
-impl<T, S> Step<T, S> {
-    pub fn step(&self) -> &T {
-        &self.step
-    }
-
-    pub fn inner(&mut self) -> &mut S {
-        &mut self.inner
-    }
+    pub(crate) step: T,
+    pub(crate) inner: S,
 }
 
 /// The layer of a [`Filter`].
@@ -100,13 +109,7 @@ where
     F: Filter<In>,
     S: Service<F::Out, Response = Answer<ProxyBody>, Error = Infallible>,
 {
-    type Response = Answer<ProxyBody>;
-    type Error = Infallible;
-    type Future = Rejectable<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
+    infallible_inner!(Answer<ProxyBody>, Rejectable<S::Future>);
 
     fn call(&mut self, call: In) -> Self::Future {
         match self.filter.check(call) {

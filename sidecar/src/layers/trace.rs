@@ -38,13 +38,7 @@ impl<S, B, RB> Service<Call<B>> for Step<Trace, S>
 where
     S: Service<Call<B>, Response = Answer<RB>, Error = Infallible>,
 {
-    type Response = Answer<RB>;
-    type Error = Infallible;
-    type Future = TraceFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
+    infallible_inner!(Answer<RB>, TraceFuture<S::Future>);
 
     fn call(&mut self, call: Call<B>) -> Self::Future {
         if !self.step.components.enabled(Component::Tracing) {

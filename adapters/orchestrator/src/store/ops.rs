@@ -237,14 +237,7 @@ pub(super) fn authorize(
 
 pub(super) fn capture(tx: &Transaction<'_>, clock: &Clock, claim: &Claim, authorization: &str) -> Result<()> {
     let execution = guard(tx, clock, claim)?;
-    let a = tx
-        .query_row(
-            "SELECT * FROM authorizations WHERE id = ?1 AND execution = ?2",
-            params![authorization, execution],
-            authorization_row,
-        )
-        .optional()?
-        .ok_or(StoreError::NotFound)?;
+    let a = of_execution(tx, "SELECT * FROM authorizations", authorization, &execution, authorization_row)?;
     match a.status {
         AuthStatus::Captured => Ok(()),
         AuthStatus::Declined => Err(Failure::CardDeclined.into()),
@@ -279,14 +272,7 @@ pub(super) fn record_charge(
         }
         return Ok(c);
     }
-    let a = tx
-        .query_row(
-            "SELECT * FROM authorizations WHERE id = ?1 AND execution = ?2",
-            params![authorization, execution],
-            authorization_row,
-        )
-        .optional()?
-        .ok_or(StoreError::NotFound)?;
+    let a = of_execution(tx, "SELECT * FROM authorizations", authorization, &execution, authorization_row)?;
     if a.status != AuthStatus::Captured {
         return Err(Failure::CardDeclined.into());
     }
@@ -412,14 +398,13 @@ pub(super) fn record_payout(tx: &Transaction<'_>, clock: &Clock, claim: &Claim, 
         }
         return Ok(p);
     }
-    let t = tx
-        .query_row(
-            "SELECT id, client, key, amount, currency, destination, created_ms FROM transfers WHERE id = ?1 AND execution = ?2",
-            params![transfer, execution],
-            transfer_row,
-        )
-        .optional()?
-        .ok_or(StoreError::NotFound)?;
+    let t = of_execution(
+        tx,
+        "SELECT id, client, key, amount, currency, destination, created_ms FROM transfers",
+        transfer,
+        &execution,
+        transfer_row,
+    )?;
     let p = Payout {
         id: new_id("po"),
         client: claim.client.clone(),
@@ -437,6 +422,19 @@ pub(super) fn record_payout(tx: &Transaction<'_>, clock: &Clock, claim: &Claim, 
     )?;
     ledger(tx, &p.client, "payout", &p.id, -(p.amount as i64), &p.currency, clock.now)?;
     Ok(p)
+}
+
+/// Row `id` of `select`'s table, if it belongs to `execution`; else not found.
+fn of_execution<T>(
+    tx: &Transaction<'_>,
+    select: &str,
+    id: &str,
+    execution: &str,
+    row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<T> {
+    tx.query_row(&format!("{select} WHERE id = ?1 AND execution = ?2"), params![id, execution], row)
+        .optional()?
+        .ok_or(StoreError::NotFound)
 }
 
 fn ledger(
