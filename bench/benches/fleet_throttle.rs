@@ -31,7 +31,7 @@ use paymesh_sidecar::config::{self, Rate};
 use paymesh_sidecar::ctx::{Answer, Call, ConnInfo, Ctx};
 use paymesh_sidecar::layers::auth::{Auth, Authenticated};
 use paymesh_sidecar::layers::throttle::{Throttle, now_ns};
-use paymesh_sidecar::layers::{Filter, FilterLayer};
+use paymesh_sidecar::layers::{Filter, filter};
 use paymesh_sidecar::state::Snapshot;
 use paymesh_sidecar::test_util;
 use sha2::{Digest, Sha256};
@@ -112,7 +112,7 @@ fn throttle(c: &mut Criterion) {
     // The share the fleet task would set for a lone member: the whole rate.
     fleet.bucket.set_rate(Rate { per_second: PER_SECOND, burst: BURST });
     let conn = Arc::new(ConnInfo { peer: SocketAddr::from(([127, 0, 0, 1], 40000)), cert_client: None });
-    let mut svc = FilterLayer(Throttle::new(h.components.clone())).layer(service_fn(app));
+    let mut svc = filter(Throttle::new(h.components.clone())).layer(service_fn(app));
 
     let mut g = c.benchmark_group("throttle");
     for (name, client) in [("bucket_local", &local), ("bucket_fleet", &fleet)] {

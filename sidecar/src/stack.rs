@@ -31,7 +31,7 @@ use crate::layers::metrics::Count;
 use crate::layers::route::RouteChoice;
 use crate::layers::throttle::Throttle;
 use crate::layers::trace::Trace;
-use crate::layers::{FilterLayer, Step, StepLayer, infallible_inner};
+use crate::layers::{Step, StepLayer, filter, infallible_inner};
 use crate::migration::MigrationTable;
 use crate::observe::{AccessLogWriter, Metrics};
 use crate::proxy::Proxy;
@@ -130,22 +130,22 @@ where
         .layer(StepLayer(AccessLog::new(h.access_log.clone(), h.components.clone())))
         // A request with more header fields than the app accepts (once the
         // sidecar has added its own) is refused now, 431, not by the app.
-        .layer(FilterLayer(HeaderLimit))
+        .layer(filter(HeaderLimit))
         // Shed load before doing any work: over max_inflight costs one
         // atomic load, not a SHA-256 and a bucket update.
-        .layer(FilterLayer(LoadShed::new(h.metrics.inflight.clone())))
+        .layer(filter(LoadShed::new(h.metrics.inflight.clone())))
         // Who is calling; sets x-paymesh-client. Yields the proof of
         // identity the next two steps take.
-        .layer(FilterLayer(Auth))
+        .layer(filter(Auth))
         // Per-client token bucket: it takes only authenticated calls, so a
         // bad key cannot drain a real client's budget, and no request can
         // pass it uncharged.
-        .layer(FilterLayer(Throttle::new(h.components.clone())))
+        .layer(filter(Throttle::new(h.components.clone())))
         // Pick legacy or orchestration (needs the client id for the sticky
         // bucket); sets x-paymesh-route.
-        .layer(FilterLayer(RouteChoice::new(h.migration.clone())))
+        .layer(filter(RouteChoice::new(h.migration.clone())))
         // Refuse or bound the body only for requests that will be sent on.
-        .layer(FilterLayer(BodyLimit))
+        .layer(filter(BodyLimit))
         // The app exchange under the request deadline; the one step that
         // puts the context back onto the answer, the app's or the 504.
         .layer(StepLayer(Exchange))

@@ -75,6 +75,27 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
+/// An orchestrator on `data`, the app in front of it (logs in `logs`), a
+/// client and the charges URL.
+async fn pod(data: &Path, logs: &Path) -> (Orchestrator, AppProcess, Client, String) {
+    let orchestrator = Orchestrator::start(data, logs, &[]).await;
+    let app = AppProcess::start(&orchestrator.url, logs, &["--timeout", "5s"]).await;
+    let url = format!("{}/v1/charges", app.url);
+    (orchestrator, app, Client::new(), url)
+}
+
+/// `n` charges on alternating paths, each acknowledged: (key, charge).
+async fn charges_before(client: &Client, url: &str, n: usize) -> Vec<(String, Value)> {
+    let mut acknowledged = Vec::new();
+    for i in 0..n {
+        let key = format!("before-{i}");
+        let r = post(client, url, ROUTES[i % 2], &key, "faults", &charge_body(100 + i as u64)).await;
+        assert_eq!(r.status, 201, "{}", r.json());
+        acknowledged.push((key, r.json()));
+    }
+    acknowledged
+}
+
 /// Retries `key` with its body until it is created, for at most 20 s,
 /// accepting only `waits` meanwhile (a key an attempt still holds, a store
 /// still failing); the charge has the body's amount.
@@ -112,19 +133,9 @@ async fn a_full_disk_is_503_and_serving_resumes_once_space_is_freed() {
     let Some(fs) = Tmpfs::mount(&dir.path().join("mnt"), "6m") else { return };
     let data = fs.dir.join("data");
     // The logs stay off the small file system.
-    let mut orchestrator = Orchestrator::start(&data, dir.path(), &[]).await;
+    let (mut orchestrator, app, client, url) = pod(&data, dir.path()).await;
     let port = orchestrator.port;
-    let app = AppProcess::start(&orchestrator.url, dir.path(), &["--timeout", "5s"]).await;
-    let client = Client::new();
-    let url = format!("{}/v1/charges", app.url);
-
-    let mut acknowledged = Vec::new();
-    for n in 0..10 {
-        let key = format!("before-{n}");
-        let r = post(&client, &url, ROUTES[n % 2], &key, "faults", &charge_body(100 + n as u64)).await;
-        assert_eq!(r.status, 201, "{}", r.json());
-        acknowledged.push((key, r.json()));
-    }
+    let mut acknowledged = charges_before(&client, &url, 10).await;
 
     // The disk fills up during a burst on both paths.
     let filler = fill(&fs.dir);
@@ -184,19 +195,9 @@ async fn a_disk_the_kernel_turns_read_only_is_503_and_loses_nothing_acknowledged
     let dir = tempfile::tempdir().unwrap();
     let Some(fs) = Ext4::mount(&dir.path().join("img"), &dir.path().join("mnt"), "64M") else { return };
     let data = fs.dir.join("data");
-    let mut orchestrator = Orchestrator::start(&data, dir.path(), &[]).await;
+    let (mut orchestrator, app, client, url) = pod(&data, dir.path()).await;
     let port = orchestrator.port;
-    let app = AppProcess::start(&orchestrator.url, dir.path(), &["--timeout", "5s"]).await;
-    let client = Client::new();
-    let url = format!("{}/v1/charges", app.url);
-
-    let mut acknowledged = Vec::new();
-    for n in 0..6 {
-        let key = format!("before-{n}");
-        let r = post(&client, &url, ROUTES[n % 2], &key, "faults", &charge_body(100 + n as u64)).await;
-        assert_eq!(r.status, 201, "{}", r.json());
-        acknowledged.push((key, r.json()));
-    }
+    let mut acknowledged = charges_before(&client, &url, 6).await;
 
     // The file system fails in the middle of a burst on both paths.
     let burst: Vec<_> = (0..120)

@@ -4,8 +4,8 @@
 //! [`Call`] to an [`Answer`]; the scaffolding is written once here:
 //!
 //! - a [`Filter`] looks at a call and passes it on (possibly as something
-//!   more typed: auth's [`auth::Authenticated`]) or answers it itself; its
-//!   service is [`Filtered`];
+//!   more typed: auth's [`auth::Authenticated`]) or answers it itself; it is
+//!   a step as [`Filtering`];
 //! - the steps that wrap the whole exchange (headers, trace, metrics,
 //!   access log) are services on [`Step`], holding their own handles.
 //!
@@ -74,16 +74,13 @@ pub struct Step<T, S> {
     pub(crate) inner: S,
 }
 
-/// The layer of a [`Filter`].
+/// A [`Filter`] as a step: `StepLayer(Filtering(filter))`, or [`filter`].
 #[derive(Debug, Clone)]
-pub struct FilterLayer<F>(pub F);
+pub struct Filtering<F>(pub F);
 
-impl<F: Clone, S> Layer<S> for FilterLayer<F> {
-    type Service = Filtered<F, S>;
-
-    fn layer(&self, inner: S) -> Filtered<F, S> {
-        Filtered { filter: self.0.clone(), inner }
-    }
+/// The layer of a filter.
+pub fn filter<F: Clone>(f: F) -> StepLayer<Filtering<F>> {
+    StepLayer(Filtering(f))
 }
 
 /// A step that answers some calls itself and passes the others on.
@@ -98,13 +95,7 @@ pub trait Filter<In> {
     fn check(&self, call: In) -> Result<Self::Out, Answer<ProxyBody>>;
 }
 
-#[derive(Debug, Clone)]
-pub struct Filtered<F, S> {
-    filter: F,
-    inner: S,
-}
-
-impl<F, S, In> Service<In> for Filtered<F, S>
+impl<F, S, In> Service<In> for Step<Filtering<F>, S>
 where
     F: Filter<In>,
     S: Service<F::Out, Response = Answer<ProxyBody>, Error = Infallible>,
@@ -112,7 +103,7 @@ where
     infallible_inner!(Answer<ProxyBody>, Rejectable<S::Future>);
 
     fn call(&mut self, call: In) -> Self::Future {
-        match self.filter.check(call) {
+        match self.step.0.check(call) {
             Ok(next) => Rejectable::Inner { fut: self.inner.call(next) },
             Err(answer) => Rejectable::Rejected { answer: Some(answer) },
         }
