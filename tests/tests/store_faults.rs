@@ -78,8 +78,23 @@ fn fill(dir: &Path) -> PathBuf {
 /// An orchestrator on `data`, the app in front of it (logs in `logs`), a
 /// client and the charges URL.
 async fn pod(data: &Path, logs: &Path) -> (Orchestrator, AppProcess, Client, String) {
-    let orchestrator = Orchestrator::start(data, logs, &[]).await;
-    let app = AppProcess::start(&orchestrator.url, logs, &["--timeout", "5s"]).await;
+    pod_with(data, logs, &[], "5s").await
+}
+
+/// [`pod`] with slow steps (1 s each) and a 2 s claim lease, so that the
+/// orchestrator can be killed with a payment half-way.
+async fn slow_pod(data: &Path, logs: &Path) -> (Orchestrator, AppProcess, Client, String) {
+    pod_with(data, logs, &["--step-delay", "1s", "--claim-lease", "2s"], "20s").await
+}
+
+async fn pod_with(
+    data: &Path,
+    logs: &Path,
+    args: &[&str],
+    timeout: &str,
+) -> (Orchestrator, AppProcess, Client, String) {
+    let orchestrator = Orchestrator::start(data, logs, args).await;
+    let app = AppProcess::start(&orchestrator.url, logs, &["--timeout", timeout]).await;
     let url = format!("{}/v1/charges", app.url);
     (orchestrator, app, Client::new(), url)
 }
@@ -320,12 +335,8 @@ async fn a_pending_key_keeps_its_fingerprint_across_a_crash_on_both_paths() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Slow steps, so that the orchestrator dies with both payments half-way.
-    let slow = ["--step-delay", "1s", "--claim-lease", "2s"];
-    let mut orchestrator = Orchestrator::start(&data, dir.path(), &slow).await;
+    let (mut orchestrator, _app, client, url) = slow_pod(&data, dir.path()).await;
     let port = orchestrator.port;
-    let app = AppProcess::start(&orchestrator.url, dir.path(), &["--timeout", "20s"]).await;
-    let client = Client::new();
-    let url = format!("{}/v1/charges", app.url);
 
     let inflight: Vec<_> = ROUTES
         .iter()
@@ -365,12 +376,8 @@ async fn a_charge_captured_before_a_crash_completes_on_retry_not_declined() {
     // the payment (it used to answer 422 card_declined, money captured).
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let slow = ["--step-delay", "1s", "--claim-lease", "2s"];
-    let mut orchestrator = Orchestrator::start(&data, dir.path(), &slow).await;
+    let (mut orchestrator, app, client, url) = slow_pod(&data, dir.path()).await;
     let port = orchestrator.port;
-    let app = AppProcess::start(&orchestrator.url, dir.path(), &["--timeout", "20s"]).await;
-    let client = Client::new();
-    let url = format!("{}/v1/charges", app.url);
     let first = {
         let (client, url) = (client.clone(), url.clone());
         tokio::spawn(
