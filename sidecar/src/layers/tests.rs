@@ -12,8 +12,17 @@ use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
 use tower::{Service, ServiceExt};
 
+use tower::Layer;
+
 use crate::body::ProxyBody;
-use crate::layers::exchange::AppRequest;
+use crate::ctx::{Answer, Call, Ctx};
+use crate::layers::auth::Auth;
+use crate::layers::body_limit::BodyLimit;
+use crate::layers::exchange::{AppRequest, Exchange};
+use crate::layers::header_limit::HeaderLimit;
+use crate::layers::load_shed::LoadShed;
+use crate::layers::throttle::Throttle;
+use crate::layers::{Filter, StepLayer};
 use crate::migration::{Feature, Source};
 use crate::stack::{Handles, around};
 use crate::test_util;
@@ -218,4 +227,80 @@ async fn a_request_cancelled_before_its_answer_is_logged_and_counted_as_499() {
     assert_eq!(line["route"], "legacy", "what the request had reached");
     assert_eq!(rig.requests_total("charge", "legacy", "4xx"), 1);
     assert_eq!(rig.handles.metrics.inflight.get(), 0);
+}
+
+// Each filter alone, on a call made from the rig's snapshot.
+
+fn call(rig: &Rig, req: Request<Full<Bytes>>) -> Call<Full<Bytes>> {
+    let n = req.headers().len();
+    Call { ctx: Ctx::new(test_util::conn(), rig.handles.live.load_full(), n), req }
+}
+
+fn status<T>(checked: Result<T, Answer<ProxyBody>>) -> Option<StatusCode> {
+    checked.err().map(|a| a.res.status())
+}
+
+#[test]
+fn auth_alone_proves_the_client_or_answers_401() {
+    let rig = Rig::new("");
+    let ok = Auth.check(call(&rig, charge(Some(KEY)))).expect("a configured key");
+    assert_eq!(&*ok.client().id, "shop");
+    let call_ = ok.into_call();
+    assert_eq!(call_.ctx.client.as_ref().map(|c| &*c.id), Some("shop"));
+    assert_eq!(call_.req.headers()["x-paymesh-client"], "shop");
+    assert!(!call_.req.headers().contains_key("authorization"));
+    assert_eq!(status(Auth.check(call(&rig, charge(None)))), Some(StatusCode::UNAUTHORIZED));
+    assert_eq!(status(Auth.check(call(&rig, charge(Some("Basic x"))))), Some(StatusCode::UNAUTHORIZED));
+}
+
+#[test]
+fn throttle_alone_charges_each_authenticated_call() {
+    let rig = Rig::new("");
+    let throttle = Throttle::new(rig.handles.components.clone());
+    let authed = || Auth.check(call(&rig, charge(Some(KEY)))).unwrap();
+    assert!(throttle.check(authed()).is_ok());
+    assert!(throttle.check(authed()).is_ok());
+    let refused = throttle.check(authed()).err().expect("burst 2 spent");
+    assert_eq!(refused.res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.res.headers()["ratelimit-limit"], "2");
+    assert_eq!(refused.ctx.client.as_ref().map(|c| &*c.id), Some("shop"), "the answer names the client");
+}
+
+#[test]
+fn header_and_body_limits_and_load_shedding_alone() {
+    let rig = Rig::new("limits: { max_body_bytes: 10, max_inflight: 1 }\n");
+    let mut req = charge(Some(KEY));
+    req.headers_mut().insert("content-length", http::HeaderValue::from(10));
+    assert!(BodyLimit.check(call(&rig, req)).is_ok(), "at the limit");
+    let mut req = charge(Some(KEY));
+    req.headers_mut().insert("content-length", http::HeaderValue::from(11));
+    assert_eq!(status(BodyLimit.check(call(&rig, req))), Some(StatusCode::PAYLOAD_TOO_LARGE));
+
+    let mut c = call(&rig, charge(Some(KEY)));
+    c.ctx.client_headers = paymesh_vocab::limits::CLIENT_MAX_HEADERS;
+    assert!(HeaderLimit.check(c).is_ok());
+    let mut c = call(&rig, charge(Some(KEY)));
+    c.ctx.client_headers = paymesh_vocab::limits::CLIENT_MAX_HEADERS + 1;
+    assert_eq!(status(HeaderLimit.check(c)), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+
+    let gauge = prometheus::IntGauge::new("inflight", "test").unwrap();
+    let shed = LoadShed::new(gauge.clone());
+    gauge.set(1); // this request alone
+    assert!(shed.check(call(&rig, charge(Some(KEY)))).is_ok());
+    gauge.set(2);
+    assert_eq!(status(shed.check(call(&rig, charge(Some(KEY))))), Some(StatusCode::SERVICE_UNAVAILABLE));
+}
+
+#[tokio::test]
+async fn the_exchange_alone_restores_the_context_on_the_apps_answer_and_its_own_504() {
+    let rig = Rig::new("limits: { request_timeout: 50ms }\n");
+    for (hang, want) in [(false, StatusCode::OK), (true, StatusCode::GATEWAY_TIMEOUT)] {
+        let app = App { seen: rig.seen.clone(), hang };
+        let mut exchange = StepLayer(Exchange).layer(app);
+        let mut c = call(&rig, charge(Some(KEY)));
+        c.ctx.feature = Feature::Refund;
+        let answer = ServiceExt::<Call<Full<Bytes>>>::ready(&mut exchange).await.unwrap().call(c).await.unwrap();
+        assert_eq!(answer.res.status(), want);
+        assert_eq!(answer.ctx.feature, Feature::Refund, "the call's own context");
+    }
 }
