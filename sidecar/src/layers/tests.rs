@@ -260,7 +260,7 @@ fn throttle_alone_charges_each_authenticated_call() {
     let authed = || Auth.check(call(&rig, charge(Some(KEY)))).unwrap();
     assert!(throttle.check(authed()).is_ok());
     assert!(throttle.check(authed()).is_ok());
-    let refused = throttle.check(authed()).err().expect("burst 2 spent");
+    let refused = throttle.check(authed()).expect_err("burst 2 spent");
     assert_eq!(refused.res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(refused.res.headers()["ratelimit-limit"], "2");
     assert_eq!(refused.ctx.client.as_ref().map(|c| &*c.id), Some("shop"), "the answer names the client");
