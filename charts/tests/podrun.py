@@ -209,6 +209,19 @@ class Pod:
                         continue
                     raise PodError(f"volume {v['name']}: Secret {ref['secretName']} does not exist")
                 self._write_items(d, self._data(obj), ref.get("items"), f"Secret {ref['secretName']}")
+            elif "projected" in v:
+                # Several ConfigMaps and Secrets in one directory.
+                for src in v["projected"]["sources"]:
+                    kind = "ConfigMap" if "configMap" in src else "Secret"
+                    ref = src.get("configMap") or src.get("secret")
+                    if ref is None:
+                        raise PodError(f"volume {v['name']}: unsupported projected source {sorted(src)}")
+                    obj = self._find(kind, ref["name"])
+                    if obj is None:
+                        if ref.get("optional"):
+                            continue
+                        raise PodError(f"volume {v['name']}: {kind} {ref['name']} does not exist")
+                    self._write_items(d, self._data(obj), ref.get("items"), f"{kind} {ref['name']}")
             elif "emptyDir" in v or "persistentVolumeClaim" in v:
                 pass
             else:

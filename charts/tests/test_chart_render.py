@@ -321,6 +321,7 @@ ALERTS = {
     "PaymeshSwitchFlapping",
     "PaymeshTelemetryStale",
     "PaymeshEtcdDisconnected",
+    "PaymeshEtcdAccessDenied",
     "PaymeshMigrationValueRefused",
     "PaymeshConfigReloadRefused",
     "PaymeshAccessLogDropping",

@@ -80,6 +80,18 @@ CASES: dict[str, tuple[str, list, dict, list]] = {
         pod_alert("warning"),
         [series("paymesh_etcd_connected", "1x30")],
     ),
+    "PaymeshEtcdAccessDenied": (
+        "20m",
+        [series("paymesh_etcd_errors_total", "0+1x30", kind="auth")],
+        pod_alert("critical", kind="auth"),
+        # Connect errors are PaymeshEtcdDisconnected's; an old refusal that
+        # stopped growing is over.
+        [
+            series("paymesh_etcd_errors_total", "0+1x30", kind="connect"),
+            series("paymesh_etcd_errors_total", "0+1x30", kind="watch"),
+            series("paymesh_etcd_errors_total", "4x30", kind="permission"),
+        ],
+    ),
     "PaymeshMigrationValueRefused": (
         "10m",
         [series("paymesh_migration_config_errors_total", "0x5 1x25")],
@@ -176,6 +188,27 @@ def test_promtool_checks_the_rules(tmp_path: Path):
 @pytest.mark.parametrize("alert", sorted(CASES))
 def test_alert_fires_and_stays_quiet(alert: str, tmp_path: Path):
     promtool_test(tmp_path, rendered_rules(), case_tests(alert))
+
+
+def test_etcd_access_denied_needs_a_lasting_refusal(tmp_path: Path):
+    """A permission error that keeps growing fires, labelled with its kind; a
+    short burst (a password changed in etcd before its Secret, then fixed)
+    does not last etcdAccessDeniedFor and stays quiet."""
+    rules = rendered_rules()
+    lasting = series("paymesh_etcd_errors_total", "0+2x30", kind="permission")
+    burst = series("paymesh_etcd_errors_total", "0 1 2 3x30", kind="auth", pod="paymesh-1")
+    expected = {**pod_alert("critical", kind="permission"), "exp_annotations": runbook("PaymeshEtcdAccessDenied")}
+    promtool_test(
+        tmp_path,
+        rules,
+        [
+            {
+                "interval": "1m",
+                "input_series": [lasting, burst],
+                "alert_rule_test": [{"eval_time": "20m", "alertname": "PaymeshEtcdAccessDenied", "exp_alerts": [expected]}],
+            }
+        ],
+    )
 
 
 def test_the_selector_is_configurable(tmp_path: Path):

@@ -90,13 +90,115 @@ app.kubernetes.io/component: orchestrator
 {{- if .Values.sidecar.adminToken.existingSecret }}{{ .Values.sidecar.adminToken.existingSecretKey }}{{ else }}admin-token{{ end }}
 {{- end }}
 
-{{/* Where the app finds the orchestration service. */}}
+{{/* Where the app finds the orchestration service (the default of every
+     feature). */}}
 {{- define "paymesh.orchestratorUrl" -}}
 {{- if .Values.orchestrator.enabled }}
-{{- printf "http://%s:%d" (include "paymesh.orchestratorName" .) (int .Values.orchestrator.port) }}
+{{- printf "%s://%s:%d" (ternary "https" "http" .Values.orchestrator.tls.enabled) (include "paymesh.orchestratorName" .) (int .Values.orchestrator.port) }}
 {{- else }}
 {{- required "app.orchestratorUrl is required when orchestrator.enabled is false" .Values.app.orchestratorUrl }}
 {{- end }}
+{{- end }}
+
+{{/* The demo orchestrator's TLS Secret: the operator's, or the one the
+     chart generates (orchestrator-tls-secret.yaml). */}}
+{{- define "paymesh.orchestratorTlsSecretName" -}}
+{{- if .Values.orchestrator.tls.secretName }}
+{{- .Values.orchestrator.tls.secretName }}
+{{- else }}
+{{- printf "%s-tls" (include "paymesh.orchestratorName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The app's environment for the orchestration services: the default URL, the
+per-feature overrides (refund always follows charge: a refund must reach the
+service that holds its charge), and the TLS files under
+paymesh.path.orchestration.
+*/}}
+{{- define "paymesh.appOrchestrationEnv" -}}
+{{- $o := .Values.app.orchestration }}
+- name: PAYMESH_APP_ORCHESTRATOR
+  value: {{ include "paymesh.orchestratorUrl" . | quote }}
+{{- with $o.chargeUrl }}
+- name: PAYMESH_APP_ORCHESTRATOR_CHARGE
+  value: {{ . | quote }}
+# Refunds go where their charges are.
+- name: PAYMESH_APP_ORCHESTRATOR_REFUND
+  value: {{ . | quote }}
+{{- end }}
+{{- with $o.disbursementUrl }}
+- name: PAYMESH_APP_ORCHESTRATOR_DISBURSEMENT
+  value: {{ . | quote }}
+{{- end }}
+{{- $files := include "paymesh.orchestrationTlsSources" . | fromYamlArray }}
+{{- range $files }}
+{{- range (.configMap | default .secret).items }}
+{{- if eq .path "ca.crt" }}
+- name: PAYMESH_APP_ORCHESTRATOR_CA
+  value: {{ include "paymesh.path.orchestration" $ }}/ca.crt
+{{- else if eq .path "tls.crt" }}
+- name: PAYMESH_APP_ORCHESTRATOR_CERT
+  value: {{ include "paymesh.path.orchestration" $ }}/tls.crt
+{{- else if eq .path "tls.key" }}
+- name: PAYMESH_APP_ORCHESTRATOR_KEY
+  value: {{ include "paymesh.path.orchestration" $ }}/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The projected-volume sources of the app's orchestration TLS files (a YAML
+list, empty when there are none): the CA bundle from the ConfigMap or Secret
+named in values, else the demo orchestrator's own CA when it serves TLS; the
+client certificate from app.orchestration.tls.clientCertSecret, else the demo
+orchestrator's Secret when it requires client certificates.
+*/}}
+{{- define "paymesh.orchestrationTlsSources" -}}
+{{- $t := .Values.app.orchestration.tls }}
+{{- $demo := and .Values.orchestrator.enabled .Values.orchestrator.tls.enabled }}
+{{- $demoSecret := include "paymesh.orchestratorTlsSecretName" . }}
+{{- $sources := list }}
+{{- if $t.caConfigMap }}
+{{- $sources = append $sources (dict "configMap" (dict "name" $t.caConfigMap "items" (list (dict "key" $t.caKey "path" "ca.crt")))) }}
+{{- else if $t.caSecret }}
+{{- $sources = append $sources (dict "secret" (dict "name" $t.caSecret "items" (list (dict "key" $t.caKey "path" "ca.crt")))) }}
+{{- else if $demo }}
+{{- $sources = append $sources (dict "secret" (dict "name" $demoSecret "items" (list (dict "key" "ca.crt" "path" "ca.crt")))) }}
+{{- end }}
+{{- $client := $t.clientCertSecret }}
+{{- if and (not $client) $demo .Values.orchestrator.tls.clientAuth }}
+{{- $client = $demoSecret }}
+{{- end }}
+{{- if $client }}
+{{- $sources = append $sources (dict "secret" (dict "name" $client "items" (list (dict "key" "tls.crt" "path" "tls.crt") (dict "key" "tls.key" "path" "tls.key")))) }}
+{{- end }}
+{{- toYaml $sources }}
+{{- end }}
+
+{{/*
+The projected-volume sources of the etcd files under paymesh.path.etcd (a
+YAML list, empty without TLS and auth): ca.crt and the optional client
+tls.crt/tls.key from etcd.tls.existingSecret, password from
+etcd.auth.existingSecret.
+*/}}
+{{- define "paymesh.etcdSources" -}}
+{{- $e := .Values.etcd }}
+{{- $sources := list }}
+{{- if $e.tls.existingSecret }}
+{{- $items := list (dict "key" $e.tls.caKey "path" "ca.crt") }}
+{{- if $e.tls.certKey }}
+{{- $items = append $items (dict "key" $e.tls.certKey "path" "tls.crt") }}
+{{- $items = append $items (dict "key" (required "etcd.tls.keyKey is required with etcd.tls.certKey" $e.tls.keyKey) "path" "tls.key") }}
+{{- end }}
+{{- $sources = append $sources (dict "secret" (dict "name" $e.tls.existingSecret "items" $items)) }}
+{{- end }}
+{{- if $e.auth.username }}
+{{- $secret := required "etcd.auth.existingSecret (the password) is required with etcd.auth.username" $e.auth.existingSecret }}
+{{- $sources = append $sources (dict "secret" (dict "name" $secret "items" (list (dict "key" $e.auth.existingSecretKey "path" "password")))) }}
+{{- end }}
+{{- toYaml $sources }}
 {{- end }}
 
 {{/*
@@ -108,6 +210,9 @@ are fixed by the chart rather than taken from values.
 {{- define "paymesh.path.config" -}}/etc/paymesh/config{{- end }}
 {{- define "paymesh.path.tls" -}}/etc/paymesh/tls{{- end }}
 {{- define "paymesh.path.admin" -}}/etc/paymesh/admin{{- end }}
+{{- define "paymesh.path.etcd" -}}/etc/paymesh/etcd{{- end }}
+{{- define "paymesh.path.orchestration" -}}/etc/paymesh/orchestration{{- end }}
+{{- define "paymesh.path.orchestratorTls" -}}/etc/paymesh-orchestrator/tls{{- end }}
 {{- define "paymesh.path.state" -}}/var/lib/paymesh{{- end }}
 {{- define "paymesh.path.run" -}}/run/paymesh{{- end }}
 {{- define "paymesh.path.data" -}}/var/lib/paymesh-orchestrator{{- end }}
@@ -149,6 +254,18 @@ by the config init container). Keys the chart owns win over values.
   "access_log" (deepCopy $c.access_log)
   "fleet" (deepCopy ($c.fleet | default dict))
 }}
+{{- $e := .Values.etcd }}
+{{- if $e.tls.existingSecret }}
+{{- $etls := dict "ca" (printf "%s/ca.crt" (include "paymesh.path.etcd" .)) }}
+{{- if $e.tls.certKey }}
+{{- $_ := set $etls "cert" (printf "%s/tls.crt" (include "paymesh.path.etcd" .)) }}
+{{- $_ := set $etls "key" (printf "%s/tls.key" (include "paymesh.path.etcd" .)) }}
+{{- end }}
+{{- $_ := set $cfg.migration "etcd_tls" $etls }}
+{{- end }}
+{{- if $e.auth.username }}
+{{- $_ := set $cfg.migration "etcd_auth" (dict "username" $e.auth.username "password_file" (printf "%s/password" (include "paymesh.path.etcd" .))) }}
+{{- end }}
 {{- if .Values.sidecar.tls.enabled }}
 {{- $_ := required "sidecar.tls.secretName is required when sidecar.tls.enabled is true" .Values.sidecar.tls.secretName }}
 {{- $tls := dict
