@@ -168,10 +168,7 @@ impl std::error::Error for Refused {}
 fn connect_error(base: &str, e: hyper_util::client::legacy::Error) -> anyhow::Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
-        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
-            err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|i| i.downcast_ref())
-        });
-        if let Some(tls) = tls {
+        if let Some(tls) = tls_error(err) {
             return anyhow::Error::new(Refused(format!(
                 "TLS handshake with {base} failed: {tls} (is --prometheus-ca the CA that signed its certificate?)"
             )));
@@ -179,6 +176,16 @@ fn connect_error(base: &str, e: hyper_util::client::legacy::Error) -> anyhow::Er
         source = err.source();
     }
     anyhow::Error::new(e).context(format!("GET {base}"))
+}
+
+/// The rustls error inside `err`, which the connector hands on inside
+/// `io::Error`s, where `source()` does not reach it.
+fn tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let io = err.downcast_ref::<std::io::Error>()?;
+    tls_error(io.get_ref()?)
 }
 
 /// `K=V` flags as headers; `Authorization` only from the token file.
