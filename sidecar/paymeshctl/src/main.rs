@@ -136,7 +136,7 @@ enum Migration {
     /// Raise a feature's (or one client's) percent step by step while the
     /// orchestration path stays healthy; roll back on a breach.
     #[command(after_help = RAMP_EXIT_CODES)]
-    Ramp(RampArgs),
+    Ramp(Box<RampArgs>),
     /// The recorded changes of a feature, as a table: who changed what, and
     /// what stopped each ramp.
     History {
@@ -274,7 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut store = Store::connect(&cli.etcd, &cli.prefix).await?;
             print!("{}", show::history_table(&store.history(&target.feature, target.client.as_deref(), limit).await?));
         }
-        Command::Migration(Migration::Ramp(args)) => return ramp(&cli.etcd, &cli.prefix, args).await,
+        Command::Migration(Migration::Ramp(args)) => return ramp(&cli.etcd, &cli.prefix, *args).await,
         Command::SwitchEvents { file, pod, limit } => {
             let records = match file {
                 Some(path) => show::events_from_file(&path)?,
@@ -330,7 +330,7 @@ async fn ramp(etcd: &[String], prefix: &str, a: RampArgs) -> anyhow::Result<Exit
         Some(url) => {
             let p = prometheus::Prometheus::new(url, &a.prometheus)?;
             p.check().await?;
-            Source::Prometheus(p)
+            Source::Prometheus(Box::new(p))
         }
         None => Source::Sidecars(a.sidecars),
     };

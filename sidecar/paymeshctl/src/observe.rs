@@ -57,7 +57,7 @@ pub enum Source {
     Sidecars(Vec<String>),
     /// A Prometheus server, with its extra label matchers
     /// (`job="paymesh"`) for every query.
-    Prometheus(Prometheus),
+    Prometheus(Box<Prometheus>),
 }
 
 /// What a ramp judges: a feature's traffic, or one client's, at a percent.
