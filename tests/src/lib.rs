@@ -29,7 +29,7 @@ mod prometheus;
 pub mod sidecar;
 pub use etcd::Etcd;
 pub use pod::Pod;
-pub use prometheus::Prometheus;
+pub use prometheus::{Job, Prometheus, ServerTls};
 pub use sidecar::SidecarProcess;
 
 /// The directory holding the workspace's built binaries.

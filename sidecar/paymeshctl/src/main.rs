@@ -12,6 +12,7 @@ mod fleet;
 mod lock;
 mod observe;
 mod progress;
+mod prometheus;
 mod ramp;
 mod show;
 mod store;
@@ -20,7 +21,6 @@ use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use observe::{Http, Source};
 use paymesh_vocab::Component;
-use paymeshctl::prom;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -136,7 +136,7 @@ enum Migration {
     /// Raise a feature's (or one client's) percent step by step while the
     /// orchestration path stays healthy; roll back on a breach.
     #[command(after_help = RAMP_EXIT_CODES)]
-    Ramp(RampArgs),
+    Ramp(Box<RampArgs>),
     /// The recorded changes of a feature, as a table: who changed what, and
     /// what stopped each ramp.
     History {
@@ -191,13 +191,8 @@ struct RampArgs {
         required_unless_present = "prometheus"
     )]
     sidecars: Vec<String>,
-    /// A Prometheus server to query instead.
-    #[arg(long, env = "PAYMESH_RAMP_PROMETHEUS")]
-    prometheus: Option<String>,
-    /// Extra label matchers for every Prometheus query, e.g.
-    /// `job="paymesh",namespace="payments"`.
-    #[arg(long, env = "PAYMESH_RAMP_SELECTOR", requires = "prometheus", value_name = "MATCHERS")]
-    selector: Option<String>,
+    #[command(flatten)]
+    prometheus: prometheus::PrometheusArgs,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -279,7 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut store = Store::connect(&cli.etcd, &cli.prefix).await?;
             print!("{}", show::history_table(&store.history(&target.feature, target.client.as_deref(), limit).await?));
         }
-        Command::Migration(Migration::Ramp(args)) => return ramp(&cli.etcd, &cli.prefix, args).await,
+        Command::Migration(Migration::Ramp(args)) => return ramp(&cli.etcd, &cli.prefix, *args).await,
         Command::SwitchEvents { file, pod, limit } => {
             let records = match file {
                 Some(path) => show::events_from_file(&path)?,
@@ -331,8 +326,12 @@ async fn ramp(etcd: &[String], prefix: &str, a: RampArgs) -> anyhow::Result<Exit
     if step <= 0.0 {
         bail!("--step must be above 0");
     }
-    let source = match a.prometheus {
-        Some(url) => Source::Prometheus { url, selector: a.selector },
+    let source = match &a.prometheus.prometheus {
+        Some(url) => {
+            let p = prometheus::Prometheus::new(url, &a.prometheus)?;
+            p.check().await?;
+            Source::Prometheus(Box::new(p))
+        }
         None => Source::Sidecars(a.sidecars),
     };
     let plan = ramp::Plan {

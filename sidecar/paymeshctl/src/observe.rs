@@ -9,7 +9,7 @@
 //! sidecar not yet serving the step's percent, Prometheus unreachable or
 //! short of samples. A missing signal is never read as a healthy one.
 
-use crate::prom::{Figures, View, scalar};
+use crate::prometheus::Prometheus;
 use crate::store::format_percent;
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -17,6 +17,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use paymesh_vocab::{Component, Route};
+use paymeshctl::prom::{Figures, View};
+use paymeshctl::promql::Matchers;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -53,9 +55,9 @@ impl Http {
 pub enum Source {
     /// Admin base URLs of every sidecar, e.g. `http://10.0.0.7:9901`.
     Sidecars(Vec<String>),
-    /// A Prometheus server's base URL and extra label matchers
+    /// A Prometheus server, with its extra label matchers
     /// (`job="paymesh"`) for every query.
-    Prometheus { url: String, selector: Option<String> },
+    Prometheus(Box<Prometheus>),
 }
 
 /// What a ramp judges: a feature's traffic, or one client's, at a percent.
@@ -109,7 +111,7 @@ impl Source {
     pub async fn mark(&self, http: &Http, scope: &Scope) -> Mark {
         match self {
             Source::Sidecars(urls) => Mark::Scraped(scrape_all(http, urls, scope).await),
-            Source::Prometheus { .. } => Mark::Clock(Instant::now()),
+            Source::Prometheus(_) => Mark::Clock(Instant::now()),
         }
     }
 
@@ -120,9 +122,7 @@ impl Source {
                 let after = scrape_all(http, urls, scope).await;
                 sidecar_evidence(urls, scope, before, &after)
             }
-            (Source::Prometheus { url, selector }, Mark::Clock(start)) => {
-                prometheus(http, url, selector.as_deref(), scope, start.elapsed()).await
-            }
+            (Source::Prometheus(p), Mark::Clock(start)) => prometheus(p, scope, start.elapsed()).await,
             _ => Evidence { missing: vec!["internal: mark of another source".into()], ..Evidence::default() },
         }
     }
@@ -201,45 +201,70 @@ fn describe(scope: &Scope) -> String {
     }
 }
 
-async fn prometheus(http: &Http, base: &str, selector: Option<&str>, scope: &Scope, elapsed: Duration) -> Evidence {
-    let secs = elapsed.as_secs().max(1);
-    let extra = selector.map(|s| format!(",{}", s.trim_matches(|c| c == '{' || c == '}'))).unwrap_or_default();
-    let (requests, histogram, who) = match &scope.client {
-        None => ("paymesh_requests_total", "paymesh_request_duration_seconds", String::new()),
-        Some(c) => {
-            ("paymesh_client_requests_total", "paymesh_client_request_duration_seconds", format!(",client=\"{c}\""))
+/// The PromQL a Prometheus-judged interval asks, every series selector
+/// carrying the `--selector` matchers.
+#[derive(Debug, PartialEq)]
+pub struct Queries {
+    pub requests: String,
+    pub errors: String,
+    pub p99: String,
+    pub observed: String,
+    pub legacy_requests: String,
+    pub legacy_errors: String,
+    pub shed: String,
+    pub down: String,
+    pub percent: String,
+}
+
+impl Queries {
+    pub fn new(m: &Matchers, scope: &Scope, secs: u64) -> Queries {
+        let (requests, histogram) = match &scope.client {
+            None => ("paymesh_requests_total", "paymesh_request_duration_seconds"),
+            Some(_) => ("paymesh_client_requests_total", "paymesh_client_request_duration_seconds"),
+        };
+        let feature = scope.feature.as_str();
+        let labels = |route: &'static str, code: Option<&'static str>| {
+            let mut l = vec![("feature", feature), ("route", route)];
+            l.extend(scope.client.as_deref().map(|c| ("client", c)));
+            l.extend(code.map(|c| ("code", c)));
+            l
+        };
+        let sum = |metric: &str, l: &[(&str, &str)]| format!("sum(increase({}[{secs}s]))", m.series(metric, l));
+        let (orch, legacy) = (Route::Orchestration.as_str(), Route::Legacy.as_str());
+        let client_label = scope.client.as_deref().unwrap_or("");
+        Queries {
+            requests: sum(requests, &labels(orch, None)),
+            errors: sum(requests, &labels(orch, Some("5xx"))),
+            p99: format!(
+                "histogram_quantile(0.99, sum by (le) (increase({}[{secs}s])))",
+                m.series(&format!("{histogram}_bucket"), &labels(orch, None))
+            ),
+            observed: sum(&format!("{histogram}_count"), &labels(orch, None)),
+            legacy_requests: sum(requests, &labels(legacy, None)),
+            legacy_errors: sum(requests, &labels(legacy, Some("5xx"))),
+            shed: format!(
+                "count(min_over_time({}[{secs}s]) == 0)",
+                m.series("paymesh_component_enabled", &[("component", Component::DetailedMetrics.as_str())])
+            ),
+            down: format!(
+                "count((min_over_time({}[{secs}s]) == 0) and on (instance, job) last_over_time({}[1h]))",
+                m.series("up", &[]),
+                m.series("paymesh_inflight_requests", &[])
+            ),
+            percent: format!(
+                "count({} != {})",
+                m.series("paymesh_migration_percent", &[("feature", feature), ("client", client_label)]),
+                format_percent(scope.percent)
+            ),
         }
-    };
-    let feature = &scope.feature;
-    let sel = |route: &str| format!("{{feature=\"{feature}\",route=\"{route}\"{who}{extra}}}");
-    let sum = |q: String| format!("sum(increase({q}[{secs}s]))");
-    let query = |q: String| async move {
-        let url = format!("{}/api/v1/query?query={}", base.trim_end_matches('/'), encode(&q));
-        scalar(&http.get(&url).await?)
-    };
+    }
+}
+
+async fn prometheus(p: &Prometheus, scope: &Scope, elapsed: Duration) -> Evidence {
+    let q = Queries::new(&p.matchers, scope, elapsed.as_secs().max(1));
+    let base = &p.base;
     let mut missing = Vec::new();
-    let side = |route: &'static str| {
-        let s = sel(route);
-        let errors = format!("{requests}{}", s.replacen('}', ",code=\"5xx\"}", 1));
-        (sum(format!("{requests}{s}")), sum(errors), format!("{histogram}_count{s}"), format!("{histogram}_bucket{s}"))
-    };
-    let (o_req, o_err, o_count, o_bucket) = side(Route::Orchestration.as_str());
-    let (l_req, l_err, _, _) = side(Route::Legacy.as_str());
-    let p99 = format!("histogram_quantile(0.99, sum by (le) (increase({o_bucket}[{secs}s])))");
-    let shed = format!(
-        "count(min_over_time(paymesh_component_enabled{{component=\"{}\"{extra}}}[{secs}s]) == 0)",
-        Component::DetailedMetrics.as_str()
-    );
-    let down = format!(
-        "count((min_over_time(up[{secs}s]) == 0) and on (instance, job) last_over_time(paymesh_inflight_requests{{{}}}[1h]))",
-        extra.trim_start_matches(',')
-    );
-    let client_label = scope.client.as_deref().unwrap_or("");
-    let percent = format!(
-        "count(paymesh_migration_percent{{feature=\"{feature}\",client=\"{client_label}\"{extra}}} != {})",
-        format_percent(scope.percent)
-    );
-    let mut read = async |q: String, what: &str| match query(q).await {
+    let mut read = async |q: String, what: &str| match p.query(&q).await {
         Ok(v) => v,
         Err(e) => {
             let reason = format!("Prometheus at {base}: {what}: {e:#}");
@@ -250,20 +275,20 @@ async fn prometheus(http: &Http, base: &str, selector: Option<&str>, scope: &Sco
         }
     };
     let orchestration = Side {
-        requests: read(o_req, "requests").await.unwrap_or(0.0),
-        errors: read(o_err, "errors").await.unwrap_or(0.0),
-        p99: read(p99, "p99").await.filter(|v| v.is_finite()),
-        observed: read(sum(o_count), "histogram count").await.unwrap_or(0.0),
+        requests: read(q.requests, "requests").await.unwrap_or(0.0),
+        errors: read(q.errors, "errors").await.unwrap_or(0.0),
+        p99: read(q.p99, "p99").await.filter(|v| v.is_finite()),
+        observed: read(q.observed, "histogram count").await.unwrap_or(0.0),
     };
     let legacy = Side {
-        requests: read(l_req, "legacy requests").await.unwrap_or(0.0),
-        errors: read(l_err, "legacy errors").await.unwrap_or(0.0),
+        requests: read(q.legacy_requests, "legacy requests").await.unwrap_or(0.0),
+        errors: read(q.legacy_errors, "legacy errors").await.unwrap_or(0.0),
         p99: None,
         observed: 0.0,
     };
-    let shed = read(shed, Component::DetailedMetrics.as_str()).await.unwrap_or(0.0);
-    let down = read(down, "targets").await.unwrap_or(0.0);
-    let off = read(percent, "percent").await.unwrap_or(0.0);
+    let shed = read(q.shed, Component::DetailedMetrics.as_str()).await.unwrap_or(0.0);
+    let down = read(q.down, "targets").await.unwrap_or(0.0);
+    let off = read(q.percent, "percent").await.unwrap_or(0.0);
     if shed > 0.0 {
         missing.push(format!("detailed_metrics is shed on {shed} sidecar(s): no latency histograms"));
     }
@@ -277,18 +302,10 @@ async fn prometheus(http: &Http, base: &str, selector: Option<&str>, scope: &Sco
     Evidence { orchestration, legacy, missing }
 }
 
-fn encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use paymeshctl::prom::scalar;
 
     #[test]
     fn prometheus_answers() {
@@ -302,15 +319,71 @@ mod tests {
     }
 
     #[test]
-    fn queries_are_url_encoded() {
-        assert_eq!(encode("sum(x{a=\"b\"})"), "sum%28x%7Ba%3D%22b%22%7D%29");
+    fn every_series_selector_carries_the_selector() {
+        let m = Matchers::parse(r#"namespace="payments",cluster="eu-1""#).unwrap();
+        let scope = Scope { feature: "charge".into(), client: Some("ops".into()), percent: 20.0 };
+        let q = Queries::new(&m, &scope, 60);
+        let sel = r#"namespace="payments",cluster="eu-1""#;
+        assert_eq!(
+            q.errors,
+            format!(
+                r#"sum(increase(paymesh_client_requests_total{{feature="charge",route="orchestration",client="ops",code="5xx",{sel}}}[60s]))"#
+            )
+        );
+        assert_eq!(
+            q.p99,
+            format!(
+                r#"histogram_quantile(0.99, sum by (le) (increase(paymesh_client_request_duration_seconds_bucket{{feature="charge",route="orchestration",client="ops",{sel}}}[60s])))"#
+            )
+        );
+        assert_eq!(
+            q.down,
+            format!(
+                r#"count((min_over_time(up{{{sel}}}[60s]) == 0) and on (instance, job) last_over_time(paymesh_inflight_requests{{{sel}}}[1h]))"#
+            )
+        );
+        assert_eq!(
+            q.percent,
+            format!(r#"count(paymesh_migration_percent{{feature="charge",client="ops",{sel}}} != 20)"#)
+        );
+        assert_eq!(
+            q.shed,
+            format!(
+                r#"count(min_over_time(paymesh_component_enabled{{component="detailed_metrics",{sel}}}[60s]) == 0)"#
+            )
+        );
+        // Every selector of every query: count the metric names and the matchers.
+        for query in [
+            &q.requests,
+            &q.errors,
+            &q.p99,
+            &q.observed,
+            &q.legacy_requests,
+            &q.legacy_errors,
+            &q.shed,
+            &q.down,
+            &q.percent,
+        ] {
+            assert_eq!(query.matches("{").count(), query.matches(sel).count(), "{query}");
+        }
+
+        let plain = Queries::new(&Matchers::default(), &Scope { client: None, ..scope }, 5);
+        assert_eq!(
+            plain.legacy_requests,
+            r#"sum(increase(paymesh_requests_total{feature="charge",route="legacy"}[5s]))"#
+        );
+        assert_eq!(
+            plain.down,
+            "count((min_over_time(up[5s]) == 0) and on (instance, job) last_over_time(paymesh_inflight_requests[1h]))"
+        );
+        assert_eq!(plain.percent, r#"count(paymesh_migration_percent{feature="charge",client=""} != 20)"#);
     }
 
     fn view(requests: f64, observed: f64, detailed: bool, percent: f64) -> View {
         let mut v = View { detailed: Some(detailed), percent: Some(percent), ..View::default() };
         v.orchestration.requests = requests;
-        v.orchestration.buckets.insert(crate::prom::OrderedF64(0.01), observed);
-        v.orchestration.buckets.insert(crate::prom::OrderedF64(f64::INFINITY), observed);
+        v.orchestration.buckets.insert(paymeshctl::prom::OrderedF64(0.01), observed);
+        v.orchestration.buckets.insert(paymeshctl::prom::OrderedF64(f64::INFINITY), observed);
         v
     }
 
