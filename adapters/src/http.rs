@@ -278,3 +278,49 @@ fn refused_session(e: &(dyn StdError + 'static)) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener that accepts and then says nothing: the TLS handshake
+    /// never completes.
+    async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        (format!("https://{addr}"), task)
+    }
+
+    #[tokio::test]
+    async fn a_handshake_that_hangs_is_a_connect_failure_within_the_connect_timeout() {
+        let (base, server) = silent_server().await;
+        let client =
+            JsonClient::with_tls(&base, &ClientTls::none(), Duration::from_millis(200), Duration::from_secs(5));
+        let started = std::time::Instant::now();
+        let err = client.get("/healthz").await.unwrap_err();
+        assert!(matches!(err, Transport::Connect(_)), "{err}");
+        assert!(!err.may_have_reached());
+        assert!(started.elapsed() < Duration::from_secs(2), "bounded by the connect timeout: {:?}", started.elapsed());
+        server.abort();
+    }
+
+    #[test]
+    fn tls_files_are_checked_when_loaded() {
+        let missing = TlsFiles { ca: Some("/nonexistent/ca.pem".into()), ..TlsFiles::default() };
+        assert!(ClientTls::load(&missing).unwrap_err().to_string().contains("/nonexistent/ca.pem"));
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = ClientTls::load(&TlsFiles { ca: Some(empty), ..TlsFiles::default() }).unwrap_err();
+        assert!(e.to_string().contains("no certificate found"), "{e}");
+        let half = TlsFiles { cert: Some("/c.pem".into()), ..TlsFiles::default() };
+        let e = ClientTls::load(&half).unwrap_err().to_string();
+        assert!(e.contains("both the certificate and its key") || e.contains("trust store"), "{e}");
+    }
+}
