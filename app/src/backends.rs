@@ -104,6 +104,13 @@ impl Backends {
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
+        let any_https = [Some(&self.orchestrator), self.charge.url.as_ref(), self.disbursement.url.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|u| u.starts_with("https://"));
+        if !any_https && (self.tls.ca.is_some() || self.tls.cert.is_some()) {
+            tracing::warn!("--orchestrator-ca/--orchestrator-cert given, but no orchestration URL is https://");
+        }
         let mut pool = Pool { built: Vec::new(), connect_timeout, timeout };
         let default = (self.orchestrator.as_str(), self.tls.ca.clone());
         let (charge_url, charge_ca) = self.feature(&self.charge);
