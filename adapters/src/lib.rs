@@ -23,7 +23,7 @@ mod model;
 pub mod orchestration;
 
 pub use error::{ApiError, ErrorType, Failure};
-pub use http::{JsonClient, Transport};
+pub use http::{ClientTls, JsonClient, TlsError, TlsFiles, Transport};
 pub use model::{Call, Charge, Disbursement, NewCharge, NewDisbursement, NewRefund, Reader, Refund};
 
 use std::future::Future;

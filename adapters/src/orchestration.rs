@@ -34,9 +34,16 @@ const POLL_FIRST: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(200);
 
 /// The adapter. `deadline` bounds a whole operation including polling.
+///
+/// Each feature has its client, so that each may be served by its own
+/// orchestration service. A refund always goes where its charge is (the
+/// charge read before it, and the refund itself): `refund` must reach the
+/// service that holds the charges, which the app enforces at start-up.
 #[derive(Clone, Debug)]
 pub struct OrchestrationAdapter {
-    http: JsonClient,
+    charge: JsonClient,
+    refund: JsonClient,
+    disbursement: JsonClient,
     deadline: Duration,
 }
 
@@ -91,12 +98,26 @@ pub(crate) struct WfFailure {
 }
 
 impl OrchestrationAdapter {
+    /// One service for every feature.
     pub fn new(http: JsonClient, deadline: Duration) -> Self {
-        Self { http, deadline }
+        Self::per_feature(http.clone(), http.clone(), http, deadline)
     }
 
-    /// Starts (or finds) the execution for this key and waits for its end.
-    async fn execute(&self, call: &Call<'_>, workflow: &str, input: Value) -> Result<Value, ApiError> {
+    /// A service per feature; `refund` must hold the charges `charge`
+    /// creates (the same service).
+    pub fn per_feature(charge: JsonClient, refund: JsonClient, disbursement: JsonClient, deadline: Duration) -> Self {
+        Self { charge, refund, disbursement, deadline }
+    }
+
+    /// Starts (or finds) the execution for this key on `http` and waits for
+    /// its end, polling the same service.
+    async fn execute(
+        &self,
+        http: &JsonClient,
+        call: &Call<'_>,
+        workflow: &str,
+        input: Value,
+    ) -> Result<Value, ApiError> {
         let started = Instant::now();
         let body = json!({
             "workflow": workflow,
@@ -105,7 +126,7 @@ impl OrchestrationAdapter {
             "request_fingerprint": call.fingerprint,
             "input": input,
         });
-        let (status, bytes) = self.http.post("/workflows/v1/executions", &body).await.map_err(|e| transport(&e))?;
+        let (status, bytes) = http.post("/workflows/v1/executions", &body).await.map_err(|e| transport(&e))?;
         let mut exec = match status {
             200..=202 => decode::<Execution>(&bytes)?,
             409 => return Err(ApiError::idempotency_mismatch()),
@@ -129,7 +150,7 @@ impl OrchestrationAdapter {
                 exec.execution_id,
                 Reader::Client(call.client).query("client_ref")
             );
-            exec = match self.http.get(&path).await {
+            exec = match http.get(&path).await {
                 Ok((200, bytes)) => decode(&bytes)?,
                 Ok((status, bytes)) => return Err(unexpected(status, &bytes)),
                 // A poll is a read: a transient failure is worth another try.
@@ -154,8 +175,13 @@ impl OrchestrationAdapter {
         }
     }
 
-    async fn read<T: DeserializeOwned>(&self, path: &str, param: &str, missing: &str) -> Result<T, ApiError> {
-        match self.http.get(path).await.map_err(|e| transport(&e))? {
+    async fn read<T: DeserializeOwned>(
+        http: &JsonClient,
+        path: &str,
+        param: &str,
+        missing: &str,
+    ) -> Result<T, ApiError> {
+        match http.get(path).await.map_err(|e| transport(&e))? {
             (200, bytes) => decode(&bytes),
             (404, _) => Err(ApiError::not_found(param, missing)),
             (status, bytes) => Err(unexpected(status, &bytes)),
@@ -170,13 +196,13 @@ impl PaymentOrchestration for OrchestrationAdapter {
             "payment_method": req.source,
             "memo": req.description,
         });
-        let output = self.execute(call, "CHARGE", input).await?;
+        let output = self.execute(&self.charge, call, "CHARGE", input).await?;
         charge(from_value(output)?)
     }
 
     async fn get_charge(&self, reader: Reader<'_>, id: &str) -> Result<Charge, ApiError> {
         let path = format!("/workflows/v1/charges/{id}?{}", reader.query("client_ref"));
-        charge(self.read(&path, "id", "No such charge.").await?)
+        charge(Self::read(&self.charge, &path, "id", "No such charge.").await?)
     }
 
     async fn create_refund(&self, call: &Call<'_>, req: &NewRefund) -> Result<Refund, ApiError> {
@@ -188,18 +214,18 @@ impl PaymentOrchestration for OrchestrationAdapter {
                 // As the refunding client: another client's charge is unknown.
                 let path =
                     format!("/workflows/v1/charges/{}?{}", req.charge, Reader::Client(call.client).query("client_ref"));
-                let charge: WfCharge = self.read(&path, "charge", "No such charge.").await?;
+                let charge: WfCharge = Self::read(&self.refund, &path, "charge", "No such charge.").await?;
                 money(amount, &charge.amount.currency.to_ascii_lowercase())?
             }
         };
         let input = json!({ "charge_ref": req.charge, "amount": amount });
-        let output = self.execute(call, "REFUND", input).await?;
+        let output = self.execute(&self.refund, call, "REFUND", input).await?;
         refund(from_value(output)?)
     }
 
     async fn get_refund(&self, reader: Reader<'_>, id: &str) -> Result<Refund, ApiError> {
         let path = format!("/workflows/v1/refunds/{id}?{}", reader.query("client_ref"));
-        refund(self.read(&path, "id", "No such refund.").await?)
+        refund(Self::read(&self.refund, &path, "id", "No such refund.").await?)
     }
 
     async fn create_disbursement(&self, call: &Call<'_>, req: &NewDisbursement) -> Result<Disbursement, ApiError> {
@@ -207,13 +233,13 @@ impl PaymentOrchestration for OrchestrationAdapter {
             "amount": money(req.amount, &req.currency)?,
             "beneficiary": req.destination,
         });
-        let output = self.execute(call, "PAYOUT", input).await?;
+        let output = self.execute(&self.disbursement, call, "PAYOUT", input).await?;
         payout(from_value(output)?)
     }
 
     async fn get_disbursement(&self, reader: Reader<'_>, id: &str) -> Result<Disbursement, ApiError> {
         let path = format!("/workflows/v1/payouts/{id}?{}", reader.query("client_ref"));
-        payout(self.read(&path, "id", "No such disbursement.").await?)
+        payout(Self::read(&self.disbursement, &path, "id", "No such disbursement.").await?)
     }
 }
 

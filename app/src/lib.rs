@@ -7,6 +7,7 @@
 //! (the sidecar decides routes), and trusts `x-paymesh-*` headers because
 //! it listens on loopback, where only the sidecar can reach it.
 
+pub mod backends;
 pub mod validate;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use paymesh_adapters::legacy::LegacyOrchestration;
 use paymesh_adapters::orchestration::OrchestrationAdapter;
-use paymesh_adapters::{ApiError, Call, JsonClient, PaymentOrchestration, Reader};
+use paymesh_adapters::{ApiError, Call, PaymentOrchestration, Reader};
 /// Which orchestration path serves a request: one type with the sidecar.
 pub use paymesh_vocab::Route;
 use paymesh_vocab::{ApiPath, Feature, headers};
@@ -45,8 +46,8 @@ fn route_from_header(value: Option<&HeaderValue>) -> Result<Route, ApiError> {
 /// Settings for [`App::new`].
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Base URL of the orchestration service, e.g. `http://127.0.0.1:8090`.
-    pub orchestrator: String,
+    /// The orchestration services, e.g. one at `http://127.0.0.1:8090`.
+    pub backends: backends::Backends,
     pub connect_timeout: Duration,
     /// Bound on one backend call, and on a whole orchestration execution.
     pub timeout: Duration,
@@ -82,13 +83,20 @@ impl Op {
 }
 
 impl App {
-    pub fn new(settings: &Settings) -> App {
-        let http = JsonClient::new(&settings.orchestrator, settings.connect_timeout, settings.timeout);
-        App {
-            legacy: LegacyOrchestration::new(http.clone()),
-            orchestration: OrchestrationAdapter::new(http, settings.timeout),
+    /// Fails when the backends are misconfigured (every problem named,
+    /// with its flag) or a TLS file cannot be used.
+    pub fn new(settings: &Settings) -> Result<App, String> {
+        let clients = settings.backends.clients(settings.connect_timeout, settings.timeout)?;
+        Ok(App {
+            legacy: LegacyOrchestration::new(clients.legacy),
+            orchestration: OrchestrationAdapter::per_feature(
+                clients.charge,
+                clients.refund,
+                clients.disbursement,
+                settings.timeout,
+            ),
             operators: settings.operator_clients.clone().into(),
-        }
+        })
     }
 
     /// Serves one request. Never fails: every error is a public response.

@@ -3,9 +3,12 @@
 use clap::Parser;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
+use paymesh_adapters::TlsFiles;
+use paymesh_app::backends::{Backends, Override};
 use paymesh_app::{App, Settings};
 use paymesh_process::{LogFormat, init_logging, serve_http, stop_signal};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +20,39 @@ struct Args {
     /// Address to listen on; keep it on loopback (only the sidecar may call).
     #[arg(long, env = "PAYMESH_APP_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
-    /// Base URL of the orchestration service.
+    /// Base URL (http:// or https://) of the default orchestration service,
+    /// which is also the legacy path's component service.
     #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR", default_value = "http://127.0.0.1:8090")]
     orchestrator: String,
+    /// Orchestration service of charges (and so of their refunds).
+    /// Default: --orchestrator.
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_CHARGE")]
+    orchestrator_charge: Option<String>,
+    /// Orchestration service of refunds: must be the charge service (a
+    /// refund goes where its charge is). Default: the charge service.
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_REFUND")]
+    orchestrator_refund: Option<String>,
+    /// Orchestration service of disbursements. Default: --orchestrator.
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_DISBURSEMENT")]
+    orchestrator_disbursement: Option<String>,
+    /// CA bundle (PEM) that verifies every https:// orchestration service.
+    /// Default: the host's trust store.
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_CA")]
+    orchestrator_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for https:// orchestration services (mTLS);
+    /// with --orchestrator-key.
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_CERT", requires = "orchestrator_key")]
+    orchestrator_cert: Option<PathBuf>,
+    /// Private key (PEM) of --orchestrator-cert.
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_KEY", requires = "orchestrator_cert")]
+    orchestrator_key: Option<PathBuf>,
+    /// CA bundle for the charge service only (instead of --orchestrator-ca).
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_CHARGE_CA")]
+    orchestrator_charge_ca: Option<PathBuf>,
+    /// CA bundle for the disbursement service only (instead of
+    /// --orchestrator-ca).
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_DISBURSEMENT_CA")]
+    orchestrator_disbursement_ca: Option<PathBuf>,
     /// Bound on one backend call and on one orchestration execution.
     #[arg(long, env = "PAYMESH_APP_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -39,24 +72,43 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_format);
-    if !args.orchestrator.starts_with("http://") {
-        anyhow::bail!("--orchestrator must be an http:// URL, got {:?}", args.orchestrator);
-    }
+    let backends = Backends {
+        orchestrator: args.orchestrator.clone(),
+        charge: Override { url: args.orchestrator_charge.clone(), ca: args.orchestrator_charge_ca.clone() },
+        refund: args.orchestrator_refund.clone(),
+        disbursement: Override {
+            url: args.orchestrator_disbursement.clone(),
+            ca: args.orchestrator_disbursement_ca.clone(),
+        },
+        tls: TlsFiles {
+            ca: args.orchestrator_ca.clone(),
+            cert: args.orchestrator_cert.clone(),
+            key: args.orchestrator_key.clone(),
+        },
+    };
     if !args.listen.ip().is_loopback() {
         tracing::warn!(listen = %args.listen, "listening off loopback: anything that can reach this port can set x-paymesh-* headers");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let app = Arc::new(App::new(&Settings {
-            orchestrator: args.orchestrator.clone(),
+        let app = App::new(&Settings {
+            backends,
             connect_timeout: args.connect_timeout,
             timeout: args.timeout,
             operator_clients: args.operator_clients.iter().filter(|c| !c.is_empty()).cloned().collect(),
-        }));
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let app = Arc::new(app);
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        tracing::info!(listen = %listener.local_addr()?, orchestrator = %args.orchestrator, "app serving");
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            orchestrator = %args.orchestrator,
+            charge = args.orchestrator_charge.as_deref().unwrap_or("default"),
+            disbursement = args.orchestrator_disbursement.as_deref().unwrap_or("default"),
+            "app serving"
+        );
         let handle = move |req| {
             let app = app.clone();
             async move { app.handle(req).await }

@@ -190,6 +190,29 @@ impl Process {
         panic!("timed out after {timeout:?} waiting for {url} of {}:\n{}", self.name, self.log());
     }
 
+    /// Waits until the log holds `line` (`Some`), for a server that this
+    /// crate's plain HTTP client cannot poll (a TLS listener); `None` and
+    /// panics as [`Process::ready`].
+    pub async fn ready_log(&mut self, line: &str, timeout: Duration) -> Option<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(line) {
+                return Some(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = self.log();
+                assert!(
+                    log.to_lowercase().contains("address already in use"),
+                    "{} exited ({status}) before logging {line:?}:\n{log}",
+                    self.name
+                );
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out after {timeout:?} waiting for {line:?} from {}:\n{}", self.name, self.log());
+    }
+
     /// SIGKILL: a crash, with no chance to flush or clean up.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -322,6 +345,39 @@ impl Orchestrator {
         let url = format!("http://{listen}");
         process.ready(&format!("{url}/healthz"), Duration::from_secs(20)).await?;
         Some(Orchestrator { process, url, port })
+    }
+}
+
+/// The TLS files of [`Orchestrator::start_tls`] (PEM paths).
+#[derive(Clone, Copy, Debug)]
+pub struct OrchestratorTls<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    /// Require client certificates signed by this CA (mTLS).
+    pub client_ca: Option<&'a Path>,
+}
+
+impl Orchestrator {
+    /// Serving TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`) on a free
+    /// port; `url` is `https://127.0.0.1:<port>`, so the certificate must
+    /// name that address.
+    pub async fn start_tls(data_dir: &Path, log_dir: &Path, tls: OrchestratorTls<'_>, extra: &[&str]) -> Orchestrator {
+        on_free_ports(async || {
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+            let (data, cert, key) = (path(data_dir), path(tls.cert), path(tls.key));
+            let mut args = vec!["--listen", &listen, "--data-dir", &data, "--tls-cert", &cert, "--tls-key", &key];
+            let client_ca = tls.client_ca.map(path);
+            if let Some(ca) = &client_ca {
+                args.extend(["--tls-client-ca", ca.as_str()]);
+            }
+            args.extend_from_slice(extra);
+            let mut process = Process::spawn("paymesh-orchestrator", &args, &[], log_dir);
+            process.ready_log("orchestrator serving", Duration::from_secs(20)).await?;
+            Some(Orchestrator { process, url: format!("https://{listen}"), port })
+        })
+        .await
     }
 }
 

@@ -13,6 +13,7 @@ mod components;
 mod http;
 mod model;
 mod store;
+mod tls;
 mod workflows;
 
 use clap::Parser;
@@ -53,6 +54,16 @@ struct Args {
     /// How long starting an execution waits for it before answering RUNNING.
     #[arg(long, env = "PAYMESH_ORCHESTRATOR_SYNC_WINDOW", default_value = "250ms", value_parser = humantime::parse_duration)]
     sync_window: Duration,
+    /// Serve TLS with this certificate chain (PEM); with --tls-key.
+    /// Default: plain HTTP.
+    #[arg(long, env = "PAYMESH_ORCHESTRATOR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "PAYMESH_ORCHESTRATOR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by this CA bundle (PEM): mTLS.
+    #[arg(long, env = "PAYMESH_ORCHESTRATOR_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Log format: json or text.
     #[arg(long, value_enum, env = "PAYMESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -66,6 +77,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Before the store: a bad certificate is a start-up error, not a
+    // listener that refuses every client.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(&tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        })?),
+        _ => None,
+    };
     let config = Config { cache_mib: args.cache_mib, lease: args.claim_lease, ..Config::default() };
     let store = Arc::new(
         Store::open_with(&args.data_dir, config)
@@ -81,7 +102,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, data_dir = %args.data_dir.display(), "orchestrator serving");
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data_dir = %args.data_dir.display(),
+        tls = tls.is_some(),
+        mtls = args.tls_client_ca.is_some(),
+        "orchestrator serving"
+    );
 
     let expiry = store.clone();
     tokio::spawn(async move {
@@ -104,7 +131,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // The limit the app's server has: whatever reaches the app may be
     // passed on here.
     http.http1().max_headers(paymesh_vocab::limits::APP_MAX_HEADERS);
-    serve_http(listener, http, handle, stop_signal(), Duration::from_secs(10)).await;
+    let drain = Duration::from_secs(10);
+    match tls {
+        Some(acceptor) => tls::serve_https(listener, acceptor, http, handle, stop_signal(), drain).await,
+        None => serve_http(listener, http, handle, stop_signal(), drain).await,
+    }
     Ok(())
 }
 
