@@ -182,14 +182,16 @@ impl Certs {
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
         for ca in ["ca", "other-ca"] {
             let (key, crt, subj) = (format!("{ca}.key"), format!("{ca}.crt"), format!("/CN=test {ca}"));
-            openssl(
-                &[&["req", "-x509"], &ec[..], &["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]].concat(),
-            );
+            let args: &[&[&str]] =
+                &[&["req", "-x509"], &ec, &["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]];
+            openssl(&args.concat());
         }
         let leaf = |name: &str, cn: &str, ext: &str| {
             std::fs::write(dir.join(format!("{name}.ext")), ext).expect("extensions file");
             let (key, csr, crt) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
-            openssl(&[&["req"], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]].concat());
+            let subj = format!("/CN={cn}");
+            let args: &[&[&str]] = &[&["req"], &ec, &["-keyout", &key, "-out", &csr, "-subj", &subj]];
+            openssl(&args.concat());
             openssl(&[
                 "x509",
                 "-req",

@@ -26,9 +26,9 @@
 //! every wait here ends on shutdown.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use prometheus::{IntCounter, IntGauge};
@@ -44,6 +44,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 pings, also while idle: a dead etcd (or a dead path to it) ends
 /// every call and watch on the connection within about two of these.
 const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// How often the line of a cause that persists is written again.
+const WARN_AGAIN: Duration = Duration::from_secs(300);
 
 /// What a connection is made from: the etcd part of the `migration`
 /// section, with the contents of the files it names. Two equal `Settings`
@@ -133,9 +135,9 @@ impl ErrorKind {
 /// and the one log line that says what to fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cause {
-    Certificate = 1,
-    Auth = 2,
-    Permission = 3,
+    Certificate,
+    Auth,
+    Permission,
 }
 
 impl Cause {
@@ -205,9 +207,6 @@ impl EtcdMetrics {
 #[derive(Debug, Default)]
 pub struct EtcdStatus {
     connected: AtomicBool,
-    /// The [`Cause`] last logged (0: none since the last success): its
-    /// line is written once, not at every retry of every task.
-    warned: AtomicU8,
     seen: Mutex<Seen>,
 }
 
@@ -219,6 +218,9 @@ struct Seen {
     tls: bool,
     user: Option<String>,
     last_error: Option<(ErrorKind, String, SystemTime)>,
+    /// The [`Cause`] last logged and when: its line is written once (again
+    /// after [`WARN_AGAIN`]), not at every retry of every task.
+    warned: Option<(Cause, Instant)>,
 }
 
 impl EtcdStatus {
@@ -368,7 +370,6 @@ impl Etcd {
     /// A call over the connection succeeded: etcd is reachable.
     pub fn ok(&self) {
         self.inner.status.connected.store(true, Ordering::Relaxed);
-        self.inner.status.warned.store(0, Ordering::Relaxed);
         self.inner.metrics.connected.set(1);
     }
 
@@ -383,16 +384,20 @@ impl Etcd {
     pub fn failed(&self, conn: Option<&Conn>, kind: ErrorKind, error: &str) -> String {
         let cause = Cause::of(error);
         let kind = cause.map_or(kind, Cause::kind);
-        if let Some(cause) = cause
-            && self.inner.status.warned.swap(cause as u8, Ordering::Relaxed) != cause as u8
-        {
-            tracing::warn!(kind = kind.as_str(), error = %error, "{}", cause.explain());
-        }
         let metrics = &self.inner.metrics;
         metrics.errors[kind as usize].inc();
         metrics.connected.set(0);
         self.inner.status.connected.store(false, Ordering::Relaxed);
-        self.inner.status.seen().last_error = Some((kind, error.to_owned(), SystemTime::now()));
+        let mut seen = self.inner.status.seen();
+        seen.last_error = Some((kind, error.to_owned(), SystemTime::now()));
+        let warn = cause.filter(|&cause| seen.warned.is_none_or(|(c, at)| c != cause || at.elapsed() >= WARN_AGAIN));
+        if let Some(cause) = warn {
+            seen.warned = Some((cause, Instant::now()));
+        }
+        drop(seen);
+        if let Some(cause) = warn {
+            tracing::warn!(kind = kind.as_str(), error = %error, "{}", cause.explain());
+        }
         if let Some(conn) = conn {
             let mut current = self.current();
             if current.as_ref().is_some_and(|c| c.id == conn.id) {
@@ -522,7 +527,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_named_cause_counts_as_its_kind_and_is_logged_once() {
+    async fn a_named_cause_counts_as_its_kind_and_is_logged_when_it_changes() {
         let live = Arc::new(Mutex::new(migration(&["http://127.0.0.1:9"])));
         let (etcd, status, metrics) = handle(live);
         let conn = etcd.connect().await.unwrap();
@@ -531,14 +536,13 @@ mod tests {
         assert_eq!(metrics.errors[ErrorKind::Permission as usize].get(), 1);
         assert_eq!(metrics.errors[ErrorKind::Watch as usize].get(), 0);
         assert_eq!(status.state()["last_error"]["kind"], "permission");
-        assert_eq!(status.warned.load(Ordering::Relaxed), Cause::Permission as u8);
+        assert_eq!(status.seen().warned.map(|(c, _)| c), Some(Cause::Permission));
         etcd.failed(None, ErrorKind::Connect, "connect: etcdserver: authentication failed");
         assert_eq!(metrics.errors[ErrorKind::Auth as usize].get(), 1);
         assert_eq!(status.state()["last_error"]["kind"], "auth");
         etcd.failed(None, ErrorKind::Watch, "read: invalid peer certificate: UnknownIssuer");
         assert_eq!(metrics.errors[ErrorKind::Connect as usize].get(), 1, "a certificate is a connect error");
-        etcd.ok();
-        assert_eq!(status.warned.load(Ordering::Relaxed), 0, "after a success the next cause is logged again");
+        assert_eq!(status.seen().warned.map(|(c, _)| c), Some(Cause::Certificate), "a new cause is logged");
     }
 
     /// A CA and a client certificate for it, as PEM files in `dir`.
