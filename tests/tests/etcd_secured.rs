@@ -6,7 +6,7 @@
 //! `paymesh_etcd_errors_total{kind}`, in `/admin/state` and in one log
 //! line, and changes nothing about serving.
 
-use paymesh_system_tests::migration::{CHECKOUT, charge_as, text};
+use paymesh_system_tests::migration::{CHECKOUT, charge_as, ramp_args, text, traffic};
 use paymesh_system_tests::{AppProcess, Client, Etcd, Orchestrator, SidecarProcess, bin, eventually, metric};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -291,4 +291,49 @@ async fn paymeshctl_sets_percents_through_tls_and_auth() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--etcd-ca is required"), "{}", text(&out));
     assert_eq!(s.percent("charge").await, (Some(55.0), "etcd".to_owned()), "no failed write landed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paymeshctl_ramps_through_tls_and_auth() {
+    let s = Stack::start(
+        async |dir| secured_etcd(dir, true, true).await,
+        |etcd| Access { user: Some(("paymesh", PAYMESH_PASSWORD)), ..mtls(etcd) },
+    )
+    .await;
+    let c = s.etcd.certs.clone().unwrap();
+    let password = s.file("operator-password", OPERATOR_PASSWORD);
+    let env: Vec<(&'static str, PathBuf)> = vec![
+        ("PAYMESH_ETCD", PathBuf::from(&s.etcd.url)),
+        ("PAYMESH_ETCD_CA", c.ca.clone()),
+        ("PAYMESH_ETCD_CERT", c.client_cert.clone()),
+        ("PAYMESH_ETCD_KEY", c.client_key.clone()),
+        ("PAYMESH_ETCD_USER", PathBuf::from("operator")),
+        ("PAYMESH_ETCD_PASSWORD_FILE", password),
+    ];
+    // The ramp takes its lock (a lease), writes steps and history, and
+    // releases the lock, all as `operator`.
+    let args = ramp_args("charge", "40", "20", "1s", &["--sidecars", &s.sidecar.admin]);
+    let traffic = traffic(s.sidecar.url.clone(), CHECKOUT);
+    let out = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        ctl(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env)
+    })
+    .await
+    .unwrap();
+    traffic.abort();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done: charge is at 40%"), "{}", text(&out));
+    s.wait_percent("charge", 40.0).await;
+    assert_eq!(s.etcd.etcdctl(&["get", "--prefix", "/paymesh/locks/", "--keys-only"]).trim(), "", "lock released");
+}
+
+#[test]
+fn check_config_refuses_https_without_a_ca_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = paymesh_system_tests::sidecar::config_yaml(1, 2, "127.0.0.1:3", "")
+        + "migration:\n  etcd_endpoints: [\"https://127.0.0.1:2379\"]\n";
+    let config = write(dir.path(), "sidecar.yaml", &yaml);
+    let out = Command::new(bin("paymesh-sidecar")).arg("--check-config").arg(&config).output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("migration.etcd_tls.ca"), "{}", text(&out));
 }
