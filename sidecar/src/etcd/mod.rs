@@ -15,7 +15,8 @@
 //! [`Etcd::connect`]: rotated certificates and passwords need no reload.
 //! A failure that names its cause (a certificate refused, wrong
 //! credentials, a missing permission) is counted by that cause and logged
-//! once with what to fix, since no retry will mend it.
+//! with what to fix, since no retry will mend it: once when the cause
+//! appears, again every five minutes while it lasts.
 //!
 //! A failure drops the shared client: the next task to ask gets a new one,
 //! made from the config in force then (so a reload that moves etcd takes
