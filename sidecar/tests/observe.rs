@@ -70,7 +70,7 @@ fn allowed(label: &str, value: &str) -> bool {
         "client" => ["checkout", "payouts"].contains(&value),
         "component" => ["access_log", "detailed_metrics", "tracing", "profiling"].contains(&value),
         "state" => ["on", "off"].contains(&value),
-        "kind" => ["connect", "watch"].contains(&value),
+        "kind" => ["connect", "watch", "auth", "permission"].contains(&value),
         "status" => ["fresh", "stale", "future", "unreadable", "malformed"].contains(&value),
         "le" => true,
         _ => false,

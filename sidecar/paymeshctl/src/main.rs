@@ -8,6 +8,7 @@
 //! never writes a value the sidecars would refuse.
 
 mod admin;
+mod etcd;
 mod fleet;
 mod lock;
 mod observe;
@@ -52,9 +53,9 @@ const RAMP_EXIT_CODES: &str = "Exit codes:
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
-    /// etcd client URLs, comma-separated.
-    #[arg(long, env = "PAYMESH_ETCD", default_value = "http://127.0.0.1:2379", value_delimiter = ',', global = true)]
-    etcd: Vec<String>,
+    /// etcd endpoints, TLS and credentials.
+    #[command(flatten)]
+    etcd: etcd::EtcdArgs,
     /// Root of paymesh's keys in etcd.
     #[arg(long, env = "PAYMESH_ETCD_PREFIX", default_value = "/paymesh", global = true)]
     prefix: String,
@@ -214,6 +215,9 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = etcd::hint(&e) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::from(exit::ERROR)
         }
     }
@@ -319,7 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn ramp(etcd: &[String], prefix: &str, a: RampArgs) -> anyhow::Result<ExitCode> {
+async fn ramp(etcd: &etcd::EtcdArgs, prefix: &str, a: RampArgs) -> anyhow::Result<ExitCode> {
     let target = Target::new(&a.feature, a.client.as_deref())?;
     let to = parse_percent(&a.to).context("--to")?;
     let step = parse_percent(&a.step).context("--step")?;

@@ -163,10 +163,10 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    pub async fn connect(endpoints: &[String], prefix: &str) -> anyhow::Result<Store> {
-        let options = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(std::time::Duration::from_secs(3))
-            .with_timeout(std::time::Duration::from_secs(5));
+    /// Over the endpoints, TLS and credentials of `etcd` (`--etcd*`).
+    pub async fn connect(etcd: &crate::etcd::EtcdArgs, prefix: &str) -> anyhow::Result<Store> {
+        let options = etcd.connect_options()?;
+        let endpoints = &etcd.endpoints;
         let client = Client::connect(endpoints, Some(options))
             .await
             .with_context(|| format!("cannot connect to etcd at {}", endpoints.join(",")))?;

@@ -8,6 +8,7 @@
 
 mod admin_token;
 pub mod defaults;
+mod etcd;
 mod fleet;
 mod raw;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha256};
 pub use crate::observe::Rotate;
 
 pub use admin_token::AdminToken;
+pub use etcd::{EtcdAuth, EtcdTls, Password, TlsPem, read_password, read_tls};
 pub use fleet::{Fleet, Scope};
 pub use validate::from_yaml;
 
@@ -104,6 +106,10 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Migration {
     pub etcd_endpoints: Vec<String>,
+    /// `migration.etcd_tls`: set exactly when the endpoints are https://.
+    pub etcd_tls: Option<EtcdTls>,
+    /// `migration.etcd_auth`: etcd's user and password file.
+    pub etcd_auth: Option<EtcdAuth>,
     pub prefix: String,
     pub cache_file: PathBuf,
     /// Default orchestration share per feature in basis points (percent × 100),

@@ -151,6 +151,8 @@ impl Default for RawLimits {
 #[serde(deny_unknown_fields, default)]
 pub struct RawMigration {
     pub etcd_endpoints: Vec<String>,
+    pub etcd_tls: Option<super::etcd::RawEtcdTls>,
+    pub etcd_auth: Option<super::etcd::RawEtcdAuth>,
     pub prefix: String,
     pub cache_file: String,
     pub defaults: RawPercents,
@@ -160,6 +162,8 @@ impl Default for RawMigration {
     fn default() -> Self {
         Self {
             etcd_endpoints: d::ETCD_ENDPOINTS.iter().map(|s| (*s).into()).collect(),
+            etcd_tls: None,
+            etcd_auth: None,
             prefix: d::MIGRATION_PREFIX.into(),
             cache_file: d::MIGRATION_CACHE_FILE.into(),
             defaults: RawPercents::default(),

@@ -103,8 +103,12 @@ impl Problems {
         if !m.prefix.starts_with('/') || (m.prefix.len() > 1 && m.prefix.ends_with('/')) {
             self.push("migration.prefix", "must start with '/' and not end with '/' (e.g. /paymesh)");
         }
+        let (etcd_tls, etcd_auth) =
+            super::etcd::validate(&m.etcd_endpoints, m.etcd_tls, m.etcd_auth, &mut |k, msg| self.push(k, msg));
         let migration = Migration {
             etcd_endpoints: m.etcd_endpoints,
+            etcd_tls,
+            etcd_auth,
             prefix: m.prefix,
             cache_file: self.path("migration.cache_file", &m.cache_file),
             defaults_bp: [

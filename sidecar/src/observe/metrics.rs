@@ -44,9 +44,11 @@ pub struct Metrics {
     pub migration_config_errors: IntCounter,
     /// 1 while the etcd connection works (`crate::etcd`).
     pub etcd_connected: IntGauge,
-    /// Failed etcd connects (`kind="connect"`) and failed or ended calls,
-    /// watches and leases (`"watch"`), indexed by `etcd::ErrorKind`.
-    pub etcd_errors: [IntCounter; 2],
+    /// Failed etcd connects (`kind="connect"`, a certificate refused
+    /// included), failed or ended calls, watches and leases (`"watch"`),
+    /// refused credentials (`"auth"`) and missing permissions
+    /// (`"permission"`), indexed by `etcd::ErrorKind`.
+    pub etcd_errors: [IntCounter; 4],
     /// Overrides applied for client ids the config does not have.
     pub migration_unknown_client_overrides: IntCounter,
     client_requests: IntCounterVec,
@@ -148,11 +150,15 @@ impl Metrics {
         )
         .expect("valid metric");
         let etcd_errors_vec = IntCounterVec::new(
-            Opts::new("paymesh_etcd_errors_total", "etcd failures, by kind (connect; watch: a call, watch or lease)."),
+            Opts::new(
+                "paymesh_etcd_errors_total",
+                "etcd failures, by kind (connect, a TLS certificate included; watch: a call, watch or lease; \
+                 auth: credentials refused; permission: a key range the etcd user may not use).",
+            ),
             &["kind"],
         )
         .expect("valid metric");
-        let etcd_errors = ["connect", "watch"].map(|k| etcd_errors_vec.with_label_values(&[k]));
+        let etcd_errors = crate::etcd::ErrorKind::ALL.map(|k| etcd_errors_vec.with_label_values(&[k.as_str()]));
         let migration_unknown_client_overrides = IntCounter::new(
             "paymesh_migration_unknown_client_overrides_total",
             "Per-client migration overrides in etcd for client ids the config does not have (ignored).",
