@@ -22,6 +22,8 @@ pub struct Override {
     pub url: Option<String>,
     /// CA bundle for this service only (instead of the shared one).
     pub ca: Option<PathBuf>,
+    /// Bound on one call to this service (instead of `--timeout`).
+    pub timeout: Option<Duration>,
 }
 
 /// Where each feature's orchestration path goes, and with which TLS.
@@ -79,6 +81,9 @@ impl Backends {
             if o.ca.is_some() && o.url.is_none() {
                 problems.push(format!("{flag}-ca is set without {flag}"));
             }
+            if o.timeout.is_some() && o.url.is_none() {
+                problems.push(format!("{flag}-timeout is set without {flag}"));
+            }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             problems.push("--orchestrator-cert and --orchestrator-key go together".into());
@@ -90,11 +95,12 @@ impl Backends {
         self.charge.url.as_deref().unwrap_or(&self.orchestrator)
     }
 
-    /// A feature's URL and CA: its own, or the default service's.
-    fn feature<'a>(&'a self, o: &'a Override) -> (&'a str, Option<PathBuf>) {
+    /// A feature's service: its own URL, CA and call timeout, or the
+    /// default service's.
+    fn feature<'a>(&'a self, o: &'a Override) -> Service<'a> {
         match &o.url {
-            None => (&self.orchestrator, self.tls.ca.clone()),
-            Some(url) => (url, o.ca.clone().or_else(|| self.tls.ca.clone())),
+            None => Service { url: &self.orchestrator, ca: self.tls.ca.clone(), timeout: None },
+            Some(url) => Service { url, ca: o.ca.clone().or_else(|| self.tls.ca.clone()), timeout: o.timeout },
         }
     }
 
@@ -112,15 +118,13 @@ impl Backends {
             tracing::warn!("--orchestrator-ca/--orchestrator-cert given, but no orchestration URL is https://");
         }
         let mut pool = Pool { built: Vec::new(), connect_timeout, timeout };
-        let default = (self.orchestrator.as_str(), self.tls.ca.clone());
-        let (charge_url, charge_ca) = self.feature(&self.charge);
-        let (disbursement_url, disbursement_ca) = self.feature(&self.disbursement);
-        let charge = pool.client(charge_url, charge_ca, &self.tls, "--orchestrator-charge")?;
+        let default = Service { url: &self.orchestrator, ca: self.tls.ca.clone(), timeout: None };
+        let charge = pool.client(self.feature(&self.charge), &self.tls, "--orchestrator-charge")?;
         Ok(Clients {
-            legacy: pool.client(default.0, default.1.clone(), &self.tls, "--orchestrator")?,
+            legacy: pool.client(default, &self.tls, "--orchestrator")?,
             refund: charge.clone(),
             charge,
-            disbursement: pool.client(disbursement_url, disbursement_ca, &self.tls, "--orchestrator-disbursement")?,
+            disbursement: pool.client(self.feature(&self.disbursement), &self.tls, "--orchestrator-disbursement")?,
         })
     }
 }
@@ -134,25 +138,34 @@ pub struct Clients {
     pub disbursement: JsonClient,
 }
 
-/// Clients built so far, by URL and CA: one pool per service.
+/// One service's settings: URL, CA, and call timeout (`None`: `--timeout`).
+struct Service<'a> {
+    url: &'a str,
+    ca: Option<PathBuf>,
+    timeout: Option<Duration>,
+}
+
+/// Clients built so far, by URL, CA and timeout: one pool per service.
 struct Pool {
-    built: Vec<((String, Option<PathBuf>), JsonClient)>,
+    built: Vec<((String, Option<PathBuf>, Duration), JsonClient)>,
     connect_timeout: Duration,
     timeout: Duration,
 }
 
 impl Pool {
-    fn client(&mut self, url: &str, ca: Option<PathBuf>, tls: &TlsFiles, flag: &str) -> Result<JsonClient, String> {
-        let key = (normal(url).to_owned(), ca.clone());
+    fn client(&mut self, service: Service<'_>, tls: &TlsFiles, flag: &str) -> Result<JsonClient, String> {
+        let Service { url, ca, timeout } = service;
+        let timeout = timeout.unwrap_or(self.timeout);
+        let key = (normal(url).to_owned(), ca.clone(), timeout);
         if let Some((_, client)) = self.built.iter().find(|(k, _)| *k == key) {
             return Ok(client.clone());
         }
         let client = if url.starts_with("https://") {
             let files = TlsFiles { ca, ..tls.clone() };
             let tls = ClientTls::load(&files).map_err(|e| format!("TLS for {flag} ({url}): {e}"))?;
-            JsonClient::with_tls(url, &tls, self.connect_timeout, self.timeout)
+            JsonClient::with_tls(url, &tls, self.connect_timeout, timeout)
         } else {
-            JsonClient::new(url, self.connect_timeout, self.timeout)
+            JsonClient::new(url, self.connect_timeout, timeout)
         };
         self.built.push((key, client.clone()));
         Ok(client)
@@ -219,6 +232,21 @@ mod tests {
         assert!(p[1].starts_with("--orchestrator-disbursement: "));
         assert!(p[2].contains("--orchestrator-charge-ca"));
         assert!(p[3].contains("--orchestrator-cert"));
+    }
+
+    #[test]
+    fn a_feature_service_may_have_its_own_call_timeout() {
+        let mut b = with(Some("http://b:2"), None);
+        b.charge.timeout = Some(Duration::from_secs(3));
+        let c = b.clients(Duration::from_secs(1), Duration::from_secs(10)).unwrap();
+        assert_eq!(c.charge.timeout(), Duration::from_secs(3));
+        assert_eq!(c.refund.timeout(), Duration::from_secs(3), "refunds go where charges go, as charges do");
+        assert_eq!(c.disbursement.timeout(), Duration::from_secs(10));
+        assert_eq!(c.legacy.timeout(), Duration::from_secs(10));
+        let mut b = Backends::single("http://a:1");
+        b.disbursement.timeout = Some(Duration::from_secs(3));
+        let p = b.problems();
+        assert!(p.len() == 1 && p[0].contains("--orchestrator-disbursement-timeout"), "{p:?}");
     }
 
     #[test]

@@ -53,6 +53,12 @@ struct Args {
     /// --orchestrator-ca).
     #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_DISBURSEMENT_CA")]
     orchestrator_disbursement_ca: Option<PathBuf>,
+    /// Bound on one call to the charge service (instead of --timeout).
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_CHARGE_TIMEOUT", value_parser = humantime::parse_duration)]
+    orchestrator_charge_timeout: Option<Duration>,
+    /// Bound on one call to the disbursement service (instead of --timeout).
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_DISBURSEMENT_TIMEOUT", value_parser = humantime::parse_duration)]
+    orchestrator_disbursement_timeout: Option<Duration>,
     /// Bound on one backend call and on one orchestration execution.
     #[arg(long, env = "PAYMESH_APP_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -74,11 +80,16 @@ fn main() -> anyhow::Result<()> {
     init_logging(args.log_format);
     let backends = Backends {
         orchestrator: args.orchestrator.clone(),
-        charge: Override { url: args.orchestrator_charge.clone(), ca: args.orchestrator_charge_ca.clone() },
+        charge: Override {
+            url: args.orchestrator_charge.clone(),
+            ca: args.orchestrator_charge_ca.clone(),
+            timeout: args.orchestrator_charge_timeout,
+        },
         refund: args.orchestrator_refund.clone(),
         disbursement: Override {
             url: args.orchestrator_disbursement.clone(),
             ca: args.orchestrator_disbursement_ca.clone(),
+            timeout: args.orchestrator_disbursement_timeout,
         },
         tls: TlsFiles {
             ca: args.orchestrator_ca.clone(),

@@ -387,8 +387,13 @@ impl Etcd {
         let kind = cause.map_or(kind, Cause::kind);
         let metrics = &self.inner.metrics;
         metrics.errors[kind as usize].inc();
-        metrics.connected.set(0);
-        self.inner.status.connected.store(false, Ordering::Relaxed);
+        // A call on a client that another task has already replaced says
+        // nothing about the connection in use now.
+        let stale = conn.is_some_and(|conn| self.current().as_ref().is_some_and(|c| c.id != conn.id));
+        if !stale {
+            metrics.connected.set(0);
+            self.inner.status.connected.store(false, Ordering::Relaxed);
+        }
         let mut seen = self.inner.status.seen();
         seen.last_error = Some((kind, error.to_owned(), SystemTime::now()));
         let warn = cause.filter(|&cause| seen.warned.is_none_or(|(c, at)| c != cause || at.elapsed() >= WARN_AGAIN));
@@ -475,9 +480,13 @@ mod tests {
         assert_eq!(status.state()["last_error"]["error"], "watch: gone");
         let c = etcd.connect().await.unwrap();
         assert_ne!(c.id, a.id, "a failure drops the shared client");
-        // A late failure of the old client leaves the new one alone.
+        // A late failure of the old client leaves the new one alone, and
+        // does not mark it down.
+        etcd.ok();
         etcd.failed(Some(&a), ErrorKind::Watch, "watch: gone again");
         assert_eq!(etcd.connect().await.unwrap().id, c.id);
+        assert!(status.connected() && metrics.connected.get() == 1, "a stale client's failure");
+        assert_eq!(metrics.errors[ErrorKind::Watch as usize].get(), 2, "still counted");
 
         // A reload that moves etcd: the next connection goes there, and
         // /admin/state says so.
