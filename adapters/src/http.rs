@@ -15,11 +15,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::error::Error as StdError;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -69,7 +69,7 @@ impl ClientTls {
         let mut roots = rustls::RootCertStore::empty();
         match &files.ca {
             Some(ca) => {
-                for c in load_certs(ca)? {
+                for c in paymesh_process::pem::certificates(ca).map_err(TlsError)? {
                     roots.add(c).map_err(|e| TlsError(format!("{}: {e}", ca.display())))?;
                 }
             }
@@ -91,7 +91,7 @@ impl ClientTls {
         let config = match (&files.cert, &files.key) {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => {
-                let certs = load_certs(cert)?;
+                let certs = paymesh_process::pem::certificates(cert).map_err(TlsError)?;
                 let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError(format!("{}: {e}", key.display())))?;
                 builder.with_client_auth_cert(certs, key).map_err(|e| TlsError(format!("client certificate: {e}")))?
             }
@@ -111,16 +111,6 @@ impl ClientTls {
             .with_no_client_auth();
         ClientTls(Arc::new(config))
     }
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError(format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(TlsError(format!("{}: no certificate found", path.display())));
-    }
-    Ok(certs)
 }
 
 type BoxError = Box<dyn StdError + Send + Sync>;

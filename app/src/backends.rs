@@ -145,9 +145,12 @@ struct Service<'a> {
     timeout: Option<Duration>,
 }
 
+/// What makes two services one: URL, CA and call timeout.
+type PoolKey = (String, Option<PathBuf>, Duration);
+
 /// Clients built so far, by URL, CA and timeout: one pool per service.
 struct Pool {
-    built: Vec<((String, Option<PathBuf>, Duration), JsonClient)>,
+    built: Vec<(PoolKey, JsonClient)>,
     connect_timeout: Duration,
     timeout: Duration,
 }

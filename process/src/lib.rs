@@ -1,18 +1,19 @@
 //! Process plumbing every paymesh binary shares, so that they all log, stop,
 //! drain and write files alike: log set-up (`--log-format`, `RUST_LOG`), the
 //! stop signal (SIGTERM/SIGINT), the accept loop with a bounded graceful
-//! drain, and atomic file replacement.
+//! drain, atomic file replacement, and reading PEM certificates.
 //!
 //! It must never hold policy: what a connection may do, how many may be
 //! open, which headers a request may carry stay with the binary that owns
 //! the listener. This crate only gives the mechanics they share.
 
 mod logging;
+pub mod pem;
 mod serve;
 mod signal;
 mod write;
 
 pub use logging::{LogFormat, init_logging};
-pub use serve::{Drain, DrainWatch, accept, accept_backlog, accept_until, listen, serve_http};
+pub use serve::{Drain, DrainWatch, accept, accept_backlog, accept_until, listen, serve_http, serve_http_over};
 pub use signal::{StopSignal, stop_signal};
 pub use write::{WriteError, write_atomic};

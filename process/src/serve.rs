@@ -180,18 +180,40 @@ pub async fn serve_http<H, Fut, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    serve_http_over(listener, http, handle, stop, drain, |stream, _| async move { Some(stream) }).await
+}
+
+/// [`serve_http`] over what `upgrade` makes of each accepted connection
+/// (a TLS handshake, say; `None` closes it), in the connection's own task.
+pub async fn serve_http_over<H, Fut, B, U, UFut, IO>(
+    listener: TcpListener,
+    http: auto::Builder<TokioExecutor>,
+    handle: H,
+    stop: impl Future<Output = ()>,
+    drain: Duration,
+    upgrade: U,
+) where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    U: Fn(TcpStream, SocketAddr) -> UFut,
+    UFut: Future<Output = Option<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let connections = Drain::new();
-    accept_until(&listener, Duration::from_millis(20), stop, |stream, _peer| {
+    accept_until(&listener, Duration::from_millis(20), stop, |stream, peer| {
         let _ = stream.set_nodelay(true);
         let handle = handle.clone();
         let svc = service_fn(move |req| {
             let response = handle(req);
             async move { Ok::<_, std::convert::Infallible>(response.await) }
         });
-        let http = http.clone();
-        let watch = connections.watch();
+        let (http, watch, io) = (http.clone(), connections.watch(), upgrade(stream, peer));
         tokio::spawn(async move {
-            let conn = http.serve_connection(TokioIo::new(stream), svc);
+            let Some(io) = io.await else { return };
+            let conn = http.serve_connection(TokioIo::new(io), svc);
             if let Err(e) = watch.serve(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

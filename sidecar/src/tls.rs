@@ -20,7 +20,7 @@ use crate::state::Clients;
 /// Builds the acceptor from the files named in `tls`; errors name the key.
 pub fn acceptor(tls: &Tls) -> Result<TlsAcceptor, ConfigErrors> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs = load_certs(&tls.cert).map_err(|e| ConfigErrors::one("tls.cert", e))?;
+    let certs = paymesh_process::pem::certificates(&tls.cert).map_err(|e| ConfigErrors::one("tls.cert", e))?;
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .map_err(|e| ConfigErrors::one("tls.key", format!("{}: {e}", tls.key.display())))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -30,7 +30,7 @@ pub fn acceptor(tls: &Tls) -> Result<TlsAcceptor, ConfigErrors> {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for c in load_certs(ca).map_err(|e| ConfigErrors::one("tls.client_ca", e))? {
+            for c in paymesh_process::pem::certificates(ca).map_err(|e| ConfigErrors::one("tls.client_ca", e))? {
                 roots.add(c).map_err(|e| ConfigErrors::one("tls.client_ca", e.to_string()))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -42,16 +42,6 @@ pub fn acceptor(tls: &Tls) -> Result<TlsAcceptor, ConfigErrors> {
     let mut config = builder.with_single_cert(certs, key).map_err(|e| ConfigErrors::one("tls.key", e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-fn load_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate found", path.display()));
-    }
-    Ok(certs)
 }
 
 /// The id of the client that a verified peer certificate names, if any.

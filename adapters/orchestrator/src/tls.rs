@@ -4,18 +4,17 @@
 //! certificate that CA signed; a client without one is refused in the
 //! handshake, before any request is read.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use paymesh_process::{Drain, accept_until};
+use paymesh_process::serve_http_over;
 use rustls::RootCertStore;
+use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -35,7 +34,7 @@ pub struct TlsFiles {
 /// Builds the acceptor; errors name the flag and the file.
 pub fn acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs = load_certs(&files.cert).map_err(|e| anyhow::anyhow!("--tls-cert: {e}"))?;
+    let certs = paymesh_process::pem::certificates(&files.cert).map_err(|e| anyhow::anyhow!("--tls-cert: {e}"))?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| anyhow::anyhow!("--tls-key: {}: {e}", files.key.display()))?;
     let builder =
@@ -44,7 +43,7 @@ pub fn acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for c in load_certs(ca).map_err(|e| anyhow::anyhow!("--tls-client-ca: {e}"))? {
+            for c in paymesh_process::pem::certificates(ca).map_err(|e| anyhow::anyhow!("--tls-client-ca: {e}"))? {
                 roots.add(c).map_err(|e| anyhow::anyhow!("--tls-client-ca: {}: {e}", ca.display()))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -56,16 +55,6 @@ pub fn acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
     let mut config = builder.with_single_cert(certs, key).map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate found", path.display()));
-    }
-    Ok(certs)
 }
 
 /// `paymesh_process::serve_http` over TLS: the same accept loop and drain,
@@ -81,28 +70,21 @@ pub async fn serve_https<H, Fut>(
     H: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = crate::http::Resp> + Send + 'static,
 {
-    let connections = Drain::new();
-    accept_until(&listener, Duration::from_millis(20), stop, |stream, peer| {
-        let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
-        let svc = service_fn(move |req| {
-            let response = handle(req);
-            async move { Ok::<_, std::convert::Infallible>(response.await) }
-        });
-        let (acceptor, http, watch) = (acceptor.clone(), http.clone(), connections.watch());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::info!(%peer, "TLS handshake timed out"),
-            };
-            let conn = http.serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = watch.serve(conn).await {
-                tracing::debug!(error = %e, "connection ended with an error");
+    serve_http_over(listener, http, handle, stop, drain, move |stream, peer| {
+        let acceptor = acceptor.clone();
+        async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => Some(stream),
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "TLS handshake timed out");
+                    None
+                }
             }
-        });
+        }
     })
-    .await;
-    drop(listener);
-    connections.wait(drain).await;
+    .await
 }

@@ -1,0 +1,37 @@
+//! PEM files of TLS material, read the same way by every binary that
+//! serves or dials TLS.
+
+use std::path::Path;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// Every certificate in a PEM file; an error naming the file when it cannot
+/// be read or holds none.
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate found", path.display()));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_empty_or_foreign_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+        for path in [dir.path().join("missing.pem"), empty, junk] {
+            let e = certificates(&path).unwrap_err();
+            assert!(e.contains(&path.display().to_string()), "{e}");
+        }
+    }
+}
