@@ -6,7 +6,7 @@ use hyper_util::server::conn::auto;
 use paymesh_adapters::TlsFiles;
 use paymesh_app::backends::{Backends, Override};
 use paymesh_app::{App, Settings};
-use paymesh_process::{LogFormat, init_logging, serve_http, stop_signal};
+use paymesh_process::{LogFormat, init_logging, plain, serve_http, stop_signal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -130,7 +130,7 @@ fn main() -> anyhow::Result<()> {
         // sidecar's client limit: a request at that limit would be refused
         // here).
         http.http1().max_headers(paymesh_vocab::limits::APP_MAX_HEADERS);
-        serve_http(listener, http, handle, stop_signal(), Duration::from_secs(15)).await;
+        serve_http(listener, http, handle, stop_signal(), Duration::from_secs(15), plain).await;
         Ok(())
     })
 }

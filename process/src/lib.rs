@@ -14,6 +14,6 @@ mod signal;
 mod write;
 
 pub use logging::{LogFormat, init_logging};
-pub use serve::{Drain, DrainWatch, accept, accept_backlog, accept_until, listen, serve_http, serve_http_over};
+pub use serve::{Drain, DrainWatch, accept, accept_backlog, accept_until, listen, plain, serve_http};
 pub use signal::{StopSignal, stop_signal};
 pub use write::{WriteError, write_atomic};

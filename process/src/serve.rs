@@ -164,28 +164,13 @@ impl DrainWatch {
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (told apart by the first bytes) on `listener`
-/// with `handle` and the settings of `http`, until `stop` resolves; then
-/// stops accepting and lets open requests finish for up to `drain`.
-pub async fn serve_http<H, Fut, B>(
-    listener: TcpListener,
-    http: auto::Builder<TokioExecutor>,
-    handle: H,
-    stop: impl Future<Output = ()>,
-    drain: Duration,
-) where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
-    serve_http_over(listener, http, handle, stop, drain, |stream, _| async move { Some(stream) }).await
-}
-
-/// [`serve_http`] over what `upgrade` makes of each accepted connection
-/// (a TLS handshake, say; `None` closes it), in the connection's own task.
-pub async fn serve_http_over<H, Fut, B, U, UFut, IO>(
+/// Serves HTTP/1.1 and HTTP/2 (told apart by the first bytes) with `handle`
+/// and the settings of `http`, on what `upgrade` makes of each connection
+/// `listener` accepts ([`plain`]: the TCP stream itself; a TLS handshake,
+/// say; `None` closes it), in the connection's own task, until `stop`
+/// resolves; then stops accepting and lets open requests finish for up to
+/// `drain`.
+pub async fn serve_http<H, Fut, B, U, UFut, IO>(
     listener: TcpListener,
     http: auto::Builder<TokioExecutor>,
     handle: H,
@@ -222,6 +207,11 @@ pub async fn serve_http_over<H, Fut, B, U, UFut, IO>(
     .await;
     drop(listener);
     connections.wait(drain).await;
+}
+
+/// The upgrade of [`serve_http`] for plain HTTP: the TCP stream as it is.
+pub async fn plain(stream: TcpStream, _peer: SocketAddr) -> Option<TcpStream> {
+    Some(stream)
 }
 
 #[cfg(test)]

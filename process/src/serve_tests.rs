@@ -37,6 +37,7 @@ fn start(drain: Duration) -> (SocketAddr, oneshot::Sender<()>, Arc<Notify>, Arc<
             let _ = stopped.await;
         },
         drain,
+        plain,
     ));
     (addr, stop, entered, release, server)
 }

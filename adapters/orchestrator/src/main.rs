@@ -19,7 +19,7 @@ mod workflows;
 use clap::Parser;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use paymesh_process::{LogFormat, init_logging, serve_http, stop_signal};
+use paymesh_process::{LogFormat, init_logging, plain, serve_http, stop_signal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -133,8 +133,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     http.http1().max_headers(paymesh_vocab::limits::APP_MAX_HEADERS);
     let drain = Duration::from_secs(10);
     match tls {
-        Some(acceptor) => tls::serve_https(listener, acceptor, http, handle, stop_signal(), drain).await,
-        None => serve_http(listener, http, handle, stop_signal(), drain).await,
+        Some(acceptor) => serve_http(listener, http, handle, stop_signal(), drain, tls::handshake(acceptor)).await,
+        None => serve_http(listener, http, handle, stop_signal(), drain, plain).await,
     }
     Ok(())
 }

@@ -8,16 +8,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
-use paymesh_process::serve_http_over;
 use rustls::RootCertStore;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 use rustls::server::WebPkiClientVerifier;
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 /// A client that has not finished its handshake by then is dropped: it
 /// holds no request yet.
@@ -57,22 +56,15 @@ pub fn acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// `paymesh_process::serve_http` over TLS: the same accept loop and drain,
-/// with a handshake before each connection is served.
-pub async fn serve_https<H, Fut>(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    http: auto::Builder<TokioExecutor>,
-    handle: H,
-    stop: impl Future<Output = ()>,
-    drain: Duration,
-) where
-    H: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = crate::http::Resp> + Send + 'static,
-{
-    serve_http_over(listener, http, handle, stop, drain, move |stream, peer| {
+/// A connection's TLS handshake: the stream to serve, or `None`.
+type Handshake = Pin<Box<dyn Future<Output = Option<TlsStream<TcpStream>>> + Send>>;
+
+/// The upgrade of `paymesh_process::serve_http` for TLS: a handshake,
+/// bounded by `HANDSHAKE_TIMEOUT`, before a connection is served.
+pub fn handshake(acceptor: TlsAcceptor) -> impl Fn(TcpStream, SocketAddr) -> Handshake {
+    move |stream, peer| {
         let acceptor = acceptor.clone();
-        async move {
+        Box::pin(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => Some(stream),
                 Ok(Err(e)) => {
@@ -84,7 +76,6 @@ pub async fn serve_https<H, Fut>(
                     None
                 }
             }
-        }
-    })
-    .await
+        })
+    }
 }
