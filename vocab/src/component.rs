@@ -3,37 +3,15 @@
 //! events and `paymeshctl component`. Authentication, throttling, routing
 //! and proxying are core and have no name here.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Component {
-    AccessLog = 0,
-    /// Histograms and per-client series; plain counters stay.
-    DetailedMetrics = 1,
-    /// Span export and debug detail.
-    Tracing = 2,
-    /// On-demand CPU profiles.
-    Profiling = 3,
-}
-
-impl Component {
-    /// Every component, in `index()` order (also the default shedding order).
-    pub const ALL: [Component; 4] =
-        [Component::AccessLog, Component::DetailedMetrics, Component::Tracing, Component::Profiling];
-
-    /// `ALL`'s names, for lists in messages, config defaults and CLIs.
-    pub const NAMES: [&'static str; 4] = ["access_log", "detailed_metrics", "tracing", "profiling"];
-
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        Self::NAMES[self.index()]
-    }
-
-    /// The component of an exact name; `None` for anything else.
-    pub fn from_name(name: &str) -> Option<Component> {
-        Component::ALL.into_iter().find(|c| c.as_str() == name)
+crate::labels! {
+    pub enum Component {
+        AccessLog = "access_log",
+        /// Histograms and per-client series; plain counters stay.
+        DetailedMetrics = "detailed_metrics",
+        /// Span export and debug detail.
+        Tracing = "tracing",
+        /// On-demand CPU profiles.
+        Profiling = "profiling",
     }
 }
 

@@ -22,6 +22,7 @@ pub mod files;
 pub mod fleet;
 pub mod headers;
 pub mod ids;
+mod labels;
 pub mod limits;
 pub mod path;
 pub mod percent;

@@ -8,38 +8,24 @@
 //! agree. The member segment is taken as sent; the app checks it against the
 //! id format (a percent-encoded id is a 400 naming `id`).
 
-/// The payments feature a request belongs to, from its path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Feature {
-    Charge = 0,
-    Refund = 1,
-    Disbursement = 2,
-    /// Anything else; always served by the legacy path.
-    Other = 3,
+crate::labels! {
+    /// The payments feature a request belongs to, from its path.
+    pub enum Feature {
+        Charge = "charge",
+        Refund = "refund",
+        Disbursement = "disbursement",
+        /// Anything else; always served by the legacy path.
+        Other = "other",
+    }
 }
 
 impl Feature {
     /// Features that can migrate, in `index()` order.
     pub const MIGRATING: [Feature; 3] = [Feature::Charge, Feature::Refund, Feature::Disbursement];
-    pub const ALL: [Feature; 4] = [Feature::Charge, Feature::Refund, Feature::Disbursement, Feature::Other];
 
     /// The feature of a request path (the path alone: no query).
     pub fn from_path(path: &str) -> Feature {
         ApiPath::parse(path).map_or(Feature::Other, |p| p.feature)
-    }
-
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Feature::Charge => "charge",
-            Feature::Refund => "refund",
-            Feature::Disbursement => "disbursement",
-            Feature::Other => "other",
-        }
     }
 
     /// The URL segment of the feature's collection.

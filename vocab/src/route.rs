@@ -1,34 +1,21 @@
 //! The orchestration path that serves a request: the sidecar chooses it and
 //! sends it to the app in `x-paymesh-route`; both read it with this type.
 
-/// Which path serves a request. [`Route::None`] is the sidecar's label for
-/// a request it answered itself before choosing (401, 429, ...), so its
-/// metrics stay honest; it never goes on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Route {
-    Legacy = 0,
-    Orchestration = 1,
-    None = 2,
+crate::labels! {
+    /// Which path serves a request. [`Route::None`] is the sidecar's label for
+    /// a request it answered itself before choosing (401, 429, ...), so its
+    /// metrics stay honest; it never goes on the wire.
+    pub enum Route {
+        /// The header value `legacy`.
+        Legacy = "legacy",
+        /// The header value `orchestration`.
+        Orchestration = "orchestration",
+        /// A label only.
+        None = "none",
+    }
 }
 
 impl Route {
-    /// Every label, in `index()` order.
-    pub const ALL: [Route; 3] = [Route::Legacy, Route::Orchestration, Route::None];
-
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The header value (`legacy`, `orchestration`), or `none` as a label.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Route::Legacy => "legacy",
-            Route::Orchestration => "orchestration",
-            Route::None => "none",
-        }
-    }
-
     /// An `x-paymesh-route` value: `legacy` or `orchestration`, exactly.
     /// `none` is a label, not a route a request can be sent down.
     pub fn from_header(value: &[u8]) -> Option<Route> {

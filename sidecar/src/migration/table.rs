@@ -16,27 +16,19 @@ use arc_swap::ArcSwap;
 
 use super::{Feature, Route};
 
-/// Where a feature's current share came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Source {
-    /// `migration.defaults` in the config file.
-    Defaults = 0,
-    /// The last-known-good cache file.
-    Cache = 1,
-    /// A live etcd value.
-    Etcd = 2,
+paymesh_vocab::labels! {
+    /// Where a feature's current share came from.
+    pub enum Source {
+        /// `migration.defaults` in the config file.
+        Defaults = "defaults",
+        /// The last-known-good cache file.
+        Cache = "cache",
+        /// A live etcd value.
+        Etcd = "etcd",
+    }
 }
 
 impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Defaults => "defaults",
-            Source::Cache => "cache",
-            Source::Etcd => "etcd",
-        }
-    }
-
     fn from_u8(v: u8) -> Source {
         match v {
             1 => Source::Cache,
