@@ -22,6 +22,10 @@ pub struct Override {
     pub url: Option<String>,
     /// CA bundle for this service only (instead of the shared one).
     pub ca: Option<PathBuf>,
+    /// Client certificate and key for this service only (instead of the
+    /// shared ones): both or neither.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
     /// Bound on one call to this service (instead of `--timeout`).
     pub timeout: Option<Duration>,
 }
@@ -84,6 +88,12 @@ impl Backends {
             if o.timeout.is_some() && o.url.is_none() {
                 problems.push(format!("{flag}-timeout is set without {flag}"));
             }
+            if (o.cert.is_some() || o.key.is_some()) && o.url.is_none() {
+                problems.push(format!("{flag}-cert/{flag}-key are set without {flag}"));
+            }
+            if o.cert.is_some() != o.key.is_some() {
+                problems.push(format!("{flag}-cert and {flag}-key go together"));
+            }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             problems.push("--orchestrator-cert and --orchestrator-key go together".into());
@@ -95,13 +105,18 @@ impl Backends {
         self.charge.url.as_deref().unwrap_or(&self.orchestrator)
     }
 
-    /// A feature's service: its own URL, CA and call timeout, or the
-    /// default service's.
+    /// A feature's service: its own URL, CA, client certificate and call
+    /// timeout, or the default service's.
     fn feature<'a>(&'a self, o: &'a Override) -> Service<'a> {
-        match &o.url {
-            None => Service { url: &self.orchestrator, ca: self.tls.ca.clone(), timeout: None },
-            Some(url) => Service { url, ca: o.ca.clone().or_else(|| self.tls.ca.clone()), timeout: o.timeout },
-        }
+        let Some(url) = &o.url else {
+            return Service { url: &self.orchestrator, tls: self.tls.clone(), timeout: None };
+        };
+        let (cert, key) = match (&o.cert, &o.key) {
+            (Some(cert), Some(key)) => (Some(cert.clone()), Some(key.clone())),
+            _ => (self.tls.cert.clone(), self.tls.key.clone()),
+        };
+        let tls = TlsFiles { ca: o.ca.clone().or_else(|| self.tls.ca.clone()), cert, key };
+        Service { url, tls, timeout: o.timeout }
     }
 
     /// The clients: legacy (components), charge, refund, disbursement.
@@ -118,13 +133,13 @@ impl Backends {
             tracing::warn!("--orchestrator-ca/--orchestrator-cert given, but no orchestration URL is https://");
         }
         let mut pool = Pool { built: Vec::new(), connect_timeout, timeout };
-        let default = Service { url: &self.orchestrator, ca: self.tls.ca.clone(), timeout: None };
-        let charge = pool.client(self.feature(&self.charge), &self.tls, "--orchestrator-charge")?;
+        let default = Service { url: &self.orchestrator, tls: self.tls.clone(), timeout: None };
+        let charge = pool.client(self.feature(&self.charge), "--orchestrator-charge")?;
         Ok(Clients {
-            legacy: pool.client(default, &self.tls, "--orchestrator")?,
+            legacy: pool.client(default, "--orchestrator")?,
             refund: charge.clone(),
             charge,
-            disbursement: pool.client(self.feature(&self.disbursement), &self.tls, "--orchestrator-disbursement")?,
+            disbursement: pool.client(self.feature(&self.disbursement), "--orchestrator-disbursement")?,
         })
     }
 }
@@ -138,15 +153,16 @@ pub struct Clients {
     pub disbursement: JsonClient,
 }
 
-/// One service's settings: URL, CA, and call timeout (`None`: `--timeout`).
+/// One service's settings: URL, TLS files, and call timeout (`None`:
+/// `--timeout`).
 struct Service<'a> {
     url: &'a str,
-    ca: Option<PathBuf>,
+    tls: TlsFiles,
     timeout: Option<Duration>,
 }
 
-/// What makes two services one: URL, CA and call timeout.
-type PoolKey = (String, Option<PathBuf>, Duration);
+/// What makes two services one: URL, CA, client certificate and timeout.
+type PoolKey = (String, [Option<PathBuf>; 3], Duration);
 
 /// Clients built so far, by URL, CA and timeout: one pool per service.
 struct Pool {
@@ -156,15 +172,14 @@ struct Pool {
 }
 
 impl Pool {
-    fn client(&mut self, service: Service<'_>, tls: &TlsFiles, flag: &str) -> Result<JsonClient, String> {
-        let Service { url, ca, timeout } = service;
+    fn client(&mut self, service: Service<'_>, flag: &str) -> Result<JsonClient, String> {
+        let Service { url, tls: files, timeout } = service;
         let timeout = timeout.unwrap_or(self.timeout);
-        let key = (normal(url).to_owned(), ca.clone(), timeout);
+        let key = (normal(url).to_owned(), [files.ca.clone(), files.cert.clone(), files.key.clone()], timeout);
         if let Some((_, client)) = self.built.iter().find(|(k, _)| *k == key) {
             return Ok(client.clone());
         }
         let client = if url.starts_with("https://") {
-            let files = TlsFiles { ca, ..tls.clone() };
             let tls = ClientTls::load(&files).map_err(|e| format!("TLS for {flag} ({url}): {e}"))?;
             JsonClient::with_tls(url, &tls, self.connect_timeout, timeout)
         } else {
@@ -250,6 +265,22 @@ mod tests {
         b.disbursement.timeout = Some(Duration::from_secs(3));
         let p = b.problems();
         assert!(p.len() == 1 && p[0].contains("--orchestrator-disbursement-timeout"), "{p:?}");
+    }
+
+    #[test]
+    fn a_feature_service_may_have_its_own_client_certificate() {
+        let mut b = with(Some("https://b:2"), None);
+        b.charge.cert = Some("/nonexistent/charge.crt".into());
+        assert!(b.problems().iter().any(|p| p.contains("--orchestrator-charge-cert and --orchestrator-charge-key")));
+        b.charge.key = Some("/nonexistent/charge.key".into());
+        assert!(b.problems().is_empty(), "{:?}", b.problems());
+        // The charge service's own files are the ones loaded (and refused).
+        let e = b.clients(Duration::from_secs(1), Duration::from_secs(1)).unwrap_err();
+        assert!(e.contains("--orchestrator-charge") && e.contains("/nonexistent/charge.crt"), "{e}");
+        let mut b = Backends::single("http://a:1");
+        b.disbursement.cert = Some("/c".into());
+        b.disbursement.key = Some("/k".into());
+        assert!(b.problems().iter().any(|p| p.contains("set without --orchestrator-disbursement")));
     }
 
     #[test]

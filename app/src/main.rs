@@ -53,6 +53,20 @@ struct Args {
     /// --orchestrator-ca).
     #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_DISBURSEMENT_CA")]
     orchestrator_disbursement_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for the charge service only (instead of
+    /// --orchestrator-cert), with --orchestrator-charge-key.
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_CHARGE_CERT", requires = "orchestrator_charge_key")]
+    orchestrator_charge_cert: Option<PathBuf>,
+    /// Private key (PEM) of --orchestrator-charge-cert.
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_CHARGE_KEY", requires = "orchestrator_charge_cert")]
+    orchestrator_charge_key: Option<PathBuf>,
+    /// Client certificate (PEM) for the disbursement service only (instead
+    /// of --orchestrator-cert), with --orchestrator-disbursement-key.
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_DISBURSEMENT_CERT", requires = "orchestrator_disbursement_key")]
+    orchestrator_disbursement_cert: Option<PathBuf>,
+    /// Private key (PEM) of --orchestrator-disbursement-cert.
+    #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_DISBURSEMENT_KEY", requires = "orchestrator_disbursement_cert")]
+    orchestrator_disbursement_key: Option<PathBuf>,
     /// Bound on one call to the charge service (instead of --timeout).
     #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR_CHARGE_TIMEOUT", value_parser = humantime::parse_duration)]
     orchestrator_charge_timeout: Option<Duration>,
@@ -83,12 +97,16 @@ fn main() -> anyhow::Result<()> {
         charge: Override {
             url: args.orchestrator_charge.clone(),
             ca: args.orchestrator_charge_ca.clone(),
+            cert: args.orchestrator_charge_cert.clone(),
+            key: args.orchestrator_charge_key.clone(),
             timeout: args.orchestrator_charge_timeout,
         },
         refund: args.orchestrator_refund.clone(),
         disbursement: Override {
             url: args.orchestrator_disbursement.clone(),
             ca: args.orchestrator_disbursement_ca.clone(),
+            cert: args.orchestrator_disbursement_cert.clone(),
+            key: args.orchestrator_disbursement_key.clone(),
             timeout: args.orchestrator_disbursement_timeout,
         },
         tls: TlsFiles {
