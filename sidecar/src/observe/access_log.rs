@@ -106,8 +106,10 @@ impl AccessLogWriter {
             None => Out::Stdout(io::stdout()),
             Some(p) => {
                 let file = open_append(p)?;
-                let size = file.metadata()?.len();
-                Out::File { path: p.to_owned(), file, size, rotate }
+                let meta = file.metadata()?;
+                // A device or a pipe (`/dev/null`, `/dev/stdout`) never rotates.
+                let rotate = if meta.is_file() { rotate } else { Rotate { max_bytes: u64::MAX, ..rotate } };
+                Out::File { path: p.to_owned(), file, size: meta.len(), rotate }
             }
         };
         let (tx, rx) = mpsc::sync_channel(buffer_lines);

@@ -34,12 +34,24 @@ pub use paymesh_vocab::files::numbered;
 
 /// Shifts `FILE` to `FILE.1` (and each `FILE.n` up one, dropping the
 /// oldest). Missing files are skipped; the caller opens a fresh `FILE`.
+/// Only a regular file rotates: a log pointed at `/dev/null`, a pipe or a
+/// terminal is left where it is (renaming a device node would replace it
+/// with a plain file for every process on the host).
 pub fn shift(path: &Path, keep: u32) -> io::Result<()> {
+    if !rotatable(path) {
+        return Ok(());
+    }
     let keep = keep.max(1);
     for n in (1..keep).rev() {
         rename_if_present(&numbered(path, n), &numbered(path, n + 1))?;
     }
     rename_if_present(path, &numbered(path, 1))
+}
+
+/// Whether `path` is a regular file (or absent), not a device, pipe or
+/// socket. A symbolic link counts as what it points at.
+pub fn rotatable(path: &Path) -> bool {
+    std::fs::metadata(path).map_or(true, |m| m.is_file())
 }
 
 fn rename_if_present(from: &Path, to: &Path) -> io::Result<()> {
@@ -62,6 +74,31 @@ pub fn kept_files(path: &Path, keep: u32) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_that_is_not_a_regular_file_never_moves() {
+        use std::os::unix::fs::FileTypeExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        shift(&fifo, 3).unwrap();
+        assert!(!numbered(&fifo, 1).exists(), "the pipe was renamed");
+        assert!(!rotatable(&fifo));
+        // A character device like /dev/null (mknod needs root, as the test
+        // machines have; elsewhere the pipe above stands for it).
+        let null = dir.path().join("null");
+        let dev = nix::sys::stat::makedev(1, 3);
+        if nix::sys::stat::mknod(&null, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::S_IRWXU, dev).is_ok() {
+            shift(&null, 3).unwrap();
+            assert!(!numbered(&null, 1).exists(), "the device node was renamed");
+            assert!(std::fs::metadata(&null).unwrap().file_type().is_char_device());
+        }
+        let file = dir.path().join("log");
+        std::fs::write(&file, "x").unwrap();
+        shift(&file, 3).unwrap();
+        assert!(numbered(&file, 1).exists() && !file.exists(), "a regular file rotates");
+    }
 
     #[test]
     fn shifts_and_drops_the_oldest() {
