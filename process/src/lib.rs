@@ -7,13 +7,15 @@
 //! open, which headers a request may carry stay with the binary that owns
 //! the listener. This crate only gives the mechanics they share.
 
+mod activity;
 mod logging;
 pub mod pem;
 mod serve;
 mod signal;
 mod write;
 
+pub use activity::{Activity, RequestGuard, idle_between};
 pub use logging::{LogFormat, init_logging};
-pub use serve::{Drain, DrainWatch, accept, accept_backlog, accept_until, listen, plain, serve_http};
+pub use serve::{Drain, DrainWatch, IDLE_GRACE, accept, accept_backlog, accept_until, listen, plain, serve_http};
 pub use signal::{StopSignal, stop_signal};
 pub use write::{WriteError, write_atomic};

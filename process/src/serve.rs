@@ -12,6 +12,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -23,6 +24,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::Activity;
 
 /// Binds `addr` and listens with room for 1024 connections in the kernel's
 /// accept queue (what `accept_backlog` serves after the stop); tokio's own
@@ -96,7 +100,18 @@ pub struct Drain {
 pub struct DrainWatch {
     begun: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
+    /// Set when `close_due` first sees the drain: the count of requests
+    /// started by then, and until when a new one is still waited for.
+    grace: Option<(u64, Instant)>,
 }
+
+/// How long the drain waits, on a connection it finds with nothing in
+/// flight, for a request to begin before closing it. Such a connection may
+/// be one whose client has just sent a request (a new connection whose
+/// first bytes are on the wire, a keep-alive one reused this instant):
+/// closing it with those bytes unread resets it, and the request fails
+/// unanswered although it was sent to a server that was still serving.
+pub const IDLE_GRACE: Duration = Duration::from_secs(1);
 
 impl Default for Drain {
     fn default() -> Self {
@@ -115,7 +130,7 @@ impl Drain {
     /// A watch for a new connection (one accepted after `begin` sees the
     /// drain as begun at once).
     pub fn watch(&self) -> DrainWatch {
-        DrainWatch { begun: self.begun.subscribe(), _alive: self.alive.clone() }
+        DrainWatch { begun: self.begun.subscribe(), _alive: self.alive.clone(), grace: None }
     }
 
     /// Tells every connection that the drain has begun.
@@ -151,14 +166,32 @@ impl DrainWatch {
         let _ = self.begun.wait_for(|&begun| begun).await;
     }
 
+    /// Resolves once the connection should be asked to finish for the
+    /// drain: at once if a request is in flight when the drain begins
+    /// (HTTP/1 then closes after its response, HTTP/2 sends GOAWAY and
+    /// finishes its open streams); with nothing in flight, once the next
+    /// request has begun or [`IDLE_GRACE`] has passed. Cancel-safe: a new
+    /// call goes on where a dropped one stopped.
+    pub async fn close_due(&mut self, activity: &Activity) {
+        self.begun().await;
+        let (since, until) = *self.grace.get_or_insert_with(|| {
+            let (started, finished) = activity.mark();
+            let now = Instant::now();
+            (started, if started > finished { now } else { now + IDLE_GRACE })
+        });
+        tokio::select! {
+            () = activity.started_after(since) => {}
+            () = tokio::time::sleep_until(until) => {}
+        }
+    }
+
     /// Drives a hyper connection to its end, asking it to finish gracefully
-    /// when the drain begins: HTTP/1 closes after the response in flight,
-    /// HTTP/2 sends GOAWAY and finishes its open streams.
-    pub async fn serve<C: GracefulConnection>(mut self, conn: C) -> Result<(), C::Error> {
+    /// when [`close_due`](Self::close_due) says so.
+    pub async fn serve<C: GracefulConnection>(mut self, conn: C, activity: &Activity) -> Result<(), C::Error> {
         let mut conn = pin!(conn);
         tokio::select! {
             result = conn.as_mut() => return result,
-            () = self.begun() => conn.as_mut().graceful_shutdown(),
+            () = self.close_due(activity) => conn.as_mut().graceful_shutdown(),
         }
         conn.await
     }
@@ -191,15 +224,23 @@ pub async fn serve_http<H, Fut, B, U, UFut, IO>(
     accept_until(&listener, Duration::from_millis(20), stop, |stream, peer| {
         let _ = stream.set_nodelay(true);
         let handle = handle.clone();
-        let svc = service_fn(move |req| {
-            let response = handle(req);
-            async move { Ok::<_, std::convert::Infallible>(response.await) }
-        });
+        let activity = Arc::new(Activity::default());
+        let svc = {
+            let activity = activity.clone();
+            service_fn(move |req| {
+                let (response, request) = (handle(req), activity.start());
+                async move {
+                    let response = response.await;
+                    drop(request);
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            })
+        };
         let (http, watch, io) = (http.clone(), connections.watch(), upgrade(stream, peer));
         tokio::spawn(async move {
             let Some(io) = io.await else { return };
             let conn = http.serve_connection(TokioIo::new(io), svc);
-            if let Err(e) = watch.serve(conn).await {
+            if let Err(e) = watch.serve(conn, &activity).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

@@ -79,6 +79,39 @@ async fn the_drain_deadline_bounds_a_request_that_never_ends() {
 }
 
 #[tokio::test]
+async fn a_request_sent_just_after_the_drain_begins_is_answered() {
+    let (addr, stop, entered, release, server) = start(Duration::from_secs(10));
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    // Accepted with nothing sent yet: the drain finds the connection idle,
+    // as it finds one whose request is still on the wire.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.write_all(REQUEST).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), entered.notified()).await.expect("the request was not served");
+    release.notify_one();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_drain_closes_a_connection_still_idle_after_the_grace() {
+    let (addr, stop, _entered, _release, server) = start(Duration::from_secs(30));
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopped_at = Instant::now();
+    stop.send(()).unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert!(rest.is_empty(), "an idle connection is closed without an answer");
+    assert!(stopped_at.elapsed() >= IDLE_GRACE, "closed before the grace: {:?}", stopped_at.elapsed());
+    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn an_idle_server_stops_at_once() {
     let (_addr, stop, _entered, _release, server) = start(Duration::from_secs(30));
     stop.send(()).unwrap();

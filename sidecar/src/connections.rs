@@ -14,7 +14,7 @@
 //! writes a socket itself.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus::{IntCounter, IntGauge, Registry};
 
@@ -104,49 +104,6 @@ impl Drop for ConnectionPermit {
     }
 }
 
-/// What one connection is doing, for its watchdog: requests started and
-/// finished (a request finishes when its response body is done or dropped).
-#[derive(Debug, Default)]
-pub struct Activity {
-    started: AtomicU64,
-    finished: AtomicU64,
-}
-
-impl Activity {
-    pub fn start(self: &Arc<Self>) -> RequestGuard {
-        self.started.fetch_add(1, Ordering::Relaxed);
-        RequestGuard(self.clone())
-    }
-
-    /// (started, finished), to compare between two looks.
-    pub fn mark(&self) -> (u64, u64) {
-        // `finished` first: a request that ends between the two loads
-        // cannot make the connection look idle.
-        let finished = self.finished.load(Ordering::Acquire);
-        (self.started.load(Ordering::Acquire), finished)
-    }
-
-    pub fn any_request(&self) -> bool {
-        self.started.load(Ordering::Acquire) > 0
-    }
-}
-
-/// Idle between two looks: nothing in flight at the second, and nothing
-/// started or finished since the first.
-pub fn idle_between(before: (u64, u64), now: (u64, u64)) -> bool {
-    before == now && now.0 == now.1
-}
-
-/// Marks one request of a connection finished when dropped.
-#[derive(Debug)]
-pub struct RequestGuard(Arc<Activity>);
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.0.finished.fetch_add(1, Ordering::Release);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,21 +130,5 @@ mod tests {
         drop(a);
         assert!(open.try_open(2).is_some());
         assert_eq!(open.open(), 1);
-    }
-
-    #[test]
-    fn idle_means_nothing_in_flight_and_nothing_moved() {
-        let activity = Arc::new(Activity::default());
-        let m0 = activity.mark();
-        assert!(idle_between(m0, activity.mark()));
-        let guard = activity.start();
-        let m1 = activity.mark();
-        assert!(!idle_between(m0, m1));
-        assert!(!idle_between(m1, activity.mark()), "a request in flight is not idle");
-        drop(guard);
-        let m2 = activity.mark();
-        assert!(!idle_between(m1, m2));
-        assert!(idle_between(m2, activity.mark()));
-        assert!(activity.any_request());
     }
 }

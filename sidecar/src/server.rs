@@ -23,7 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use paymesh_process::{Drain, DrainWatch};
+use paymesh_process::{Activity, Drain, DrainWatch, RequestGuard, idle_between};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,7 +34,7 @@ use tower::Service;
 
 use crate::components::Components;
 use crate::config::{ConfigErrors, Loaded};
-use crate::connections::{Activity, ConnectionPermit, OpenConnections, RequestGuard, idle_between};
+use crate::connections::{ConnectionPermit, OpenConnections};
 use crate::ctx::{Accepted, ConnInfo};
 use crate::migration::{MigrationSync, MigrationTable, SyncStatus};
 use crate::observe::{AccessLogWriter, Metrics};
@@ -318,7 +318,7 @@ async fn serve_io<IO, S>(
                 mark = now;
                 timer.as_mut().reset(Instant::now() + limits.idle_timeout);
             }
-            () = bounds.drain.begun(), if !closing && !bounds.late => {
+            () = bounds.drain.close_due(&activity), if !closing && !bounds.late => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
             }
