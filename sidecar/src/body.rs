@@ -23,6 +23,8 @@ pub type UpstreamBody = LimitedBody<CountedBody<Incoming>>;
 pub enum ProxyBody {
     Upstream(Incoming),
     Full(Option<Bytes>),
+    /// The app's body, seen in passing for a shadow read.
+    Shadowed(Box<crate::shadow::Teed>),
 }
 
 impl ProxyBody {
@@ -39,6 +41,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Shadowed(b) => Pin::new(&mut **b).poll_frame(cx),
         }
     }
 
@@ -46,6 +49,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Shadowed(b) => b.is_end_stream(),
         }
     }
 
@@ -53,6 +57,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(b) => b.size_hint(),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Shadowed(b) => b.size_hint(),
         }
     }
 }

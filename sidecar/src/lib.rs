@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod readiness;
 pub mod reload;
 pub mod server;
+pub mod shadow;
 pub mod stack;
 pub mod state;
 pub mod test_util;

@@ -28,7 +28,12 @@ use crate::layers::headers::X_REQUEST_ID;
 pub type Upstream = Client<HttpConnector, UpstreamBody>;
 
 /// A pooled keep-alive client to the app.
-pub fn upstream_client(connect_timeout: Duration) -> Upstream {
+pub fn upstream_client<B>(connect_timeout: Duration) -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);

@@ -29,12 +29,14 @@ use crate::layers::headers::Headers;
 use crate::layers::load_shed::LoadShed;
 use crate::layers::metrics::Count;
 use crate::layers::route::RouteChoice;
+use crate::layers::shadow::ShadowRead;
 use crate::layers::throttle::Throttle;
 use crate::layers::trace::Trace;
 use crate::layers::{Step, StepLayer, filter, infallible_inner};
 use crate::migration::MigrationTable;
 use crate::observe::{AccessLogWriter, Metrics};
 use crate::proxy::Proxy;
+use crate::shadow::Shadow;
 use crate::state::{Shared, Snapshot};
 
 /// The body of every response on the public listener.
@@ -51,6 +53,7 @@ pub struct Handles {
     pub components: Arc<Components>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLogWriter>,
+    pub shadow: Arc<Shadow>,
 }
 
 impl Handles {
@@ -61,6 +64,7 @@ impl Handles {
             components: shared.components.clone(),
             metrics: shared.metrics.clone(),
             access_log: shared.access_log.clone(),
+            shadow: shared.shadow.clone(),
         }
     }
 }
@@ -146,6 +150,9 @@ where
         .layer(filter(RouteChoice::new(h.migration.clone())))
         // Refuse or bound the body only for requests that will be sent on.
         .layer(filter(BodyLimit))
+        // A sampled share of successful reads is read again through the
+        // other path once the client has its answer, and compared.
+        .layer(StepLayer(ShadowRead::new(h.shadow.clone())))
         // The app exchange under the request deadline; the one step that
         // puts the context back onto the answer, the app's or the 504.
         .layer(StepLayer(Exchange))

@@ -178,6 +178,8 @@ pub struct Shared {
     pub fleet: FleetControl,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLogWriter>,
+    /// Shadow reads: their counters and their own pool.
+    pub shadow: Arc<crate::shadow::Shadow>,
     /// Last result of the background `/healthz` probe of the app.
     pub app_reachable: AtomicBool,
     pub draining: AtomicBool,

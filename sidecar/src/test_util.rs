@@ -19,6 +19,7 @@ use crate::config::{self, Config, Loaded};
 use crate::ctx::{Accepted, ConnInfo};
 use crate::migration::MigrationTable;
 use crate::observe::{AccessLogWriter, Metrics};
+use crate::shadow::Shadow;
 use crate::stack::Handles;
 use crate::state::Snapshot;
 
@@ -40,13 +41,16 @@ pub fn handles(config: Config, access_log: Option<&Path>) -> Handles {
     )
     .expect("access log opens");
     let migration = MigrationTable::new(config.migration.defaults_bp);
+    let (components, access_log) = (Arc::new(Components::default()), Arc::new(writer));
+    let shadow = Shadow::new(&metrics.registry, components.clone(), access_log.clone(), config.limits.connect_timeout);
     let snapshot = Snapshot::build(Loaded { config, sha256: [0; 32] }, 1, &metrics, None).expect("snapshot builds");
     Handles {
         live: Arc::new(ArcSwap::from_pointee(snapshot)),
         migration: Arc::new(migration),
-        components: Arc::new(Components::default()),
+        components,
         metrics,
-        access_log: Arc::new(writer),
+        access_log,
+        shadow,
     }
 }
 

@@ -87,6 +87,7 @@ pub fn render(shared: &Shared) -> String {
         "etcd": etcd,
         "components": components,
         "fleet": shared.fleet.state(),
+        "shadow": shared.shadow.state(&snap),
         "overload": shared.overload.overload_state(&config.overload),
         "ready": {
             "app_reachable": shared.app_reachable.load(Ordering::Relaxed),

@@ -11,6 +11,7 @@ pub mod defaults;
 mod etcd;
 mod fleet;
 mod raw;
+mod shadow;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -27,6 +28,7 @@ pub use crate::observe::Rotate;
 pub use admin_token::AdminToken;
 pub use etcd::{EtcdAuth, EtcdTls, Password, TlsPem, read_password, read_tls};
 pub use fleet::{Fleet, Scope};
+pub use shadow::{FieldPath, Shadow};
 pub use validate::from_yaml;
 
 /// A validated configuration.
@@ -47,6 +49,7 @@ pub struct Config {
     pub overload: Overload,
     pub access_log: AccessLog,
     pub fleet: Fleet,
+    pub shadow: Shadow,
 }
 
 #[derive(Debug, Clone, PartialEq)]

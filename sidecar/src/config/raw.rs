@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub access_log: RawAccessLog,
     #[serde(default)]
     pub fleet: super::fleet::RawFleet,
+    #[serde(default)]
+    pub shadow: super::shadow::RawShadow,
 }
 
 /// `admin: "0.0.0.0:9901"` or `admin: { listen: "0.0.0.0:9901", token_file: FILE }`.

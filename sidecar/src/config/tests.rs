@@ -256,3 +256,56 @@ fn problems_stay_on_one_line_whatever_the_file_holds() {
     assert_eq!(report.lines().count(), errors.0.len(), "{report}");
     assert!(report.contains("\\n"), "{report}");
 }
+
+#[test]
+fn shadow_is_off_by_default_and_takes_a_percent_or_a_map() {
+    let c = from_yaml(GOOD.as_bytes()).unwrap();
+    assert_eq!(c.shadow.sample_bp, [0, 0, 0]);
+    assert_eq!((c.shadow.max_inflight, c.shadow.timeout), (16, Duration::from_secs(2)));
+    let all = from_yaml(
+        format!("{GOOD}shadow: {{ sample_percent: 5, ignore_fields: [created, refunds.*.created] }}\n").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(all.shadow.sample_bp, [500, 500, 500]);
+    assert_eq!(all.shadow.ignore_fields[1].0, ["refunds", "*", "created"]);
+    let map =
+        from_yaml(format!("{GOOD}shadow: {{ sample_percent: {{ refund: 2.5, charge: 100 }} }}\n").as_bytes()).unwrap();
+    assert_eq!(map.shadow.sample_bp, [10000, 250, 0]);
+}
+
+#[test]
+fn every_shadow_problem_is_named() {
+    let yaml = format!(
+        "{GOOD}{}",
+        r#"shadow:
+  sample_percent: { charge: 101, other: 5, payouts: 1 }
+  max_inflight: 0
+  timeout: 0s
+  ignore_fields: ["", "a..b", "ok"]
+"#
+    );
+    let e = from_yaml(yaml.as_bytes()).unwrap_err();
+    let keys: Vec<&str> = e.0.iter().map(|e| e.key.as_str()).collect();
+    for k in [
+        "shadow.sample_percent.charge",
+        "shadow.sample_percent.other",
+        "shadow.sample_percent.payouts",
+        "shadow.max_inflight",
+        "shadow.timeout",
+        "shadow.ignore_fields[0]",
+        "shadow.ignore_fields[1]",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+    assert!(!keys.contains(&"shadow.ignore_fields[2]"), "{keys:?}");
+    for bad in [
+        "shadow: { sample_percent: lots }",
+        "shadow: { sample_percent: [1] }",
+        "shadow: { timeout: 61s }",
+        "shadow: { max_inflight: 5000 }",
+        "shadow: { sample_percent: -1 }",
+    ] {
+        let e = from_yaml(format!("{GOOD}{bad}\n").as_bytes()).unwrap_err();
+        assert!(e.0.iter().all(|e| e.key.starts_with("shadow")), "{bad}: {e}");
+    }
+}

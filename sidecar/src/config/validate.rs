@@ -12,12 +12,13 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 
 use crate::connections;
+use crate::migration::Feature;
 
 use super::defaults::{ROTATE_MAX_KEEP, ROTATE_MIN_BYTES};
 use super::raw::{RawConfig, RawRotate, RawThresholds};
 use super::{
-    AccessLog, AdminToken, Client, Config, ConfigError, ConfigErrors, Limits, Migration, Overload, Rate, Rotate,
-    Thresholds, Tls,
+    AccessLog, AdminToken, Client, Config, ConfigError, ConfigErrors, FieldPath, Limits, Migration, Overload, Rate,
+    Rotate, Shadow, Thresholds, Tls,
 };
 
 /// Components that `overload.components` may name.
@@ -162,6 +163,7 @@ impl Problems {
                 self.push(format!("clients[{i}].rate.scope"), "fleet needs etcd (migration.etcd_endpoints)");
             }
         }
+        let shadow = self.shadow(raw.shadow);
         Config {
             listen,
             app,
@@ -175,7 +177,45 @@ impl Problems {
             overload,
             access_log,
             fleet,
+            shadow,
         }
+    }
+
+    fn shadow(&mut self, s: super::shadow::RawShadow) -> Shadow {
+        use super::shadow::{MAX_IGNORE_FIELDS, MAX_INFLIGHT_CEILING, MAX_TIMEOUT, RawSample};
+        let sample_bp = match s.sample_percent {
+            RawSample::All(p) => [self.percent_bp("shadow.sample_percent", p); 3],
+            RawSample::PerFeature(entries) => {
+                let mut bp = [0; 3];
+                for (name, p) in entries {
+                    let key = format!("shadow.sample_percent.{name}");
+                    match Feature::from_name(&name).filter(|f| Feature::MIGRATING.contains(f)) {
+                        Some(f) => bp[f.index()] = self.percent_bp(&key, p),
+                        None => self.push(key, "unknown feature; known: charge, refund, disbursement"),
+                    }
+                }
+                bp
+            }
+        };
+        let max_inflight = self.at_least("shadow.max_inflight", s.max_inflight, 1);
+        if max_inflight > MAX_INFLIGHT_CEILING {
+            self.push("shadow.max_inflight", format!("must be at most {MAX_INFLIGHT_CEILING}"));
+        }
+        let timeout = self.duration("shadow.timeout", &s.timeout);
+        if timeout > MAX_TIMEOUT {
+            self.push("shadow.timeout", format!("must be at most {}s", MAX_TIMEOUT.as_secs()));
+        }
+        if s.ignore_fields.len() > MAX_IGNORE_FIELDS {
+            self.push("shadow.ignore_fields", format!("at most {MAX_IGNORE_FIELDS} fields"));
+        }
+        let mut ignore_fields = Vec::new();
+        for (i, f) in s.ignore_fields.iter().enumerate() {
+            match FieldPath::parse(f) {
+                Ok(path) => ignore_fields.push(path),
+                Err(why) => self.push(format!("shadow.ignore_fields[{i}]"), format!("{f:?} {why}")),
+            }
+        }
+        Shadow { sample_bp, max_inflight, timeout, ignore_fields }
     }
 
     fn clients(&mut self, raw: Vec<super::raw::RawClient>, mtls: bool) -> Vec<Client> {

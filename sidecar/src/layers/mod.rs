@@ -41,6 +41,7 @@ pub mod headers;
 pub mod load_shed;
 pub mod metrics;
 pub mod route;
+pub mod shadow;
 pub mod throttle;
 pub mod trace;
 

@@ -79,6 +79,9 @@ impl LogRecord {
 
 enum Msg {
     Line(LogRecord),
+    /// A line formatted elsewhere (a shadow-read mismatch record), without
+    /// its newline.
+    Raw(Vec<u8>),
     /// Write everything queued so far, then acknowledge.
     Sync(mpsc::Sender<()>),
 }
@@ -132,6 +135,14 @@ impl AccessLogWriter {
         match self.tx.try_send(Msg::Line(record)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+
+    /// Queues a line formatted by the caller (one JSON object, no newline),
+    /// or counts it as dropped if the queue is full.
+    pub fn send_raw(&self, line: Vec<u8>) {
+        if self.tx.try_send(Msg::Raw(line)).is_err() {
+            self.dropped.inc();
         }
     }
 
@@ -189,6 +200,19 @@ impl Writer {
             self.dropped.inc();
             return;
         }
+        self.append_line();
+    }
+
+    fn push_raw(&mut self, line: &[u8]) {
+        self.line.clear();
+        self.line.extend_from_slice(line);
+        self.line.push(b'\n');
+        self.append_line();
+    }
+
+    /// Adds the formatted `line` to the batch, rotating first if it would
+    /// not fit.
+    fn append_line(&mut self) {
         if let Out::File { size, rotate, .. } = &self.out {
             if rotate.due(*size + self.batch.len() as u64, self.line.len() as u64) {
                 self.write_batch();
@@ -290,6 +314,10 @@ fn write_loop(rx: Receiver<Msg>, mut w: Writer, reopen: Arc<AtomicBool>, capacit
                 Ok(Msg::Line(r)) => {
                     drained += 1;
                     w.push(&r);
+                }
+                Ok(Msg::Raw(line)) => {
+                    drained += 1;
+                    w.push_raw(&line);
                 }
                 Ok(Msg::Sync(ack)) => {
                     w.write_batch();

@@ -37,7 +37,7 @@ pub struct Metrics {
     pub inflight: IntGauge,
     throttled: IntCounterVec,
     migration_percent: [Gauge; 3],
-    component_enabled: [IntGauge; 4],
+    component_enabled: [IntGauge; Component::ALL.len()],
     pub access_log_dropped: IntCounter,
     pub config_reloads: IntCounter,
     pub config_reload_errors: IntCounter,

@@ -137,9 +137,9 @@ pub struct Switch {
 pub struct SwitchBoard {
     policy: Policy,
     /// The board's own plan, whatever the overrides say.
-    shed: [bool; 4],
-    manual: [Option<bool>; 4],
-    last_flip: [Option<Instant>; 4],
+    shed: [bool; Component::ALL.len()],
+    manual: [Option<bool>; Component::ALL.len()],
+    last_flip: [Option<Instant>; Component::ALL.len()],
     recovered_since: Option<Instant>,
     pressure: Pressure,
 }
@@ -149,9 +149,9 @@ impl SwitchBoard {
     pub fn new(policy: Policy) -> Self {
         Self {
             policy,
-            shed: [false; 4],
-            manual: [None; 4],
-            last_flip: [None; 4],
+            shed: [false; Component::ALL.len()],
+            manual: [None; Component::ALL.len()],
+            last_flip: [None; Component::ALL.len()],
             recovered_since: None,
             pressure: Pressure::Unknown,
         }
@@ -312,7 +312,8 @@ mod tests {
         let t = Instant::now();
         let shed = run(&mut b, t, 0, &[HOT; 5]);
         assert_eq!(shed, vec![(0, off(AccessLog)), (1, off(DetailedMetrics)), (2, off(Tracing)), (3, off(Profiling))]);
-        assert!(Component::ALL.iter().all(|c| !b.is_on(*c)));
+        assert!([AccessLog, DetailedMetrics, Tracing, Profiling].iter().all(|c| !b.is_on(*c)));
+        assert!(b.is_on(ShadowCompare), "a component left off the list is never shed");
 
         // Recovered from second 5: nothing until it has lasted `hold`.
         let restored = run(&mut b, t, 5, &[COOL; 15]);

@@ -12,7 +12,7 @@ use crate::components::Component;
 #[derive(Debug)]
 pub struct OverloadMetrics {
     /// Indexed by component, then `[off, on]`.
-    switch_events: [[IntCounter; 2]; 4],
+    switch_events: [[IntCounter; 2]; Component::ALL.len()],
     stale: IntGauge,
     /// One-hot, indexed like `Observation::STATUSES`: why telemetry is stale.
     status: [IntGauge; 5],

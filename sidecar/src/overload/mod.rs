@@ -65,7 +65,7 @@ struct Status {
     /// In an episode of unusable telemetry (warned once, at its start).
     blind: bool,
     /// Each component's last switch: why and when.
-    last: [Option<(Reason, SystemTime)>; 4],
+    last: [Option<(Reason, SystemTime)>; Component::ALL.len()],
 }
 
 impl OverloadControl {
