@@ -44,9 +44,14 @@ pub struct Stack {
 impl Stack {
     /// `extra`: more YAML sections for every sidecar (overload, …).
     pub async fn start(sidecars: usize, extra: &str) -> Stack {
+        Self::start_with(sidecars, extra, &[]).await
+    }
+
+    /// [`start`](Self::start) with arguments for the orchestrator.
+    pub async fn start_with(sidecars: usize, extra: &str, orchestrator_args: &[&str]) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let etcd = Etcd::start(dir.path()).await;
-        let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &[]).await;
+        let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), orchestrator_args).await;
         let app = AppProcess::start(&orchestrator.url, dir.path(), &["--timeout", "2s"]).await;
         let app_addr = app.url.trim_start_matches("http://").to_owned();
         let mut list = Vec::new();

@@ -1,0 +1,116 @@
+//! Benchmark: what shadow reads add to the client's latency (issue 17's
+//! target: p99 with `shadow.sample_percent: 100` at most 5 % above off).
+//!
+//! ```sh
+//! cargo build --release --workspace --bins
+//! PAYMESH_BIN_DIR=target/release cargo run --release -p paymesh-system-tests --example shadow_latency -- 3 4000 4
+//! ```
+//!
+//! Arguments: rounds, GETs per round and side, concurrent clients. One
+//! orchestrator and one app serve two sidecars that differ only in
+//! `shadow.sample_percent` (0 and 100). Each round sends the same GETs of
+//! charges through the sidecar without shadowing, then through the one
+//! with it, so drift in the machine's load falls on both sides alike; the
+//! shadowed side's own extra load (every read done twice) is part of what
+//! is measured. Prints p50/p99 per side over all rounds and the shadow
+//! outcomes the sidecar counted.
+
+use paymesh_system_tests::sidecar::KEY;
+use paymesh_system_tests::{AppProcess, Client, Orchestrator, SidecarProcess, metric};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// `n` GETs of `urls` (round robin) from `clients` concurrent clients;
+/// each one's latency in µs.
+async fn load(client: &Client, urls: Arc<Vec<String>>, n: usize, clients: usize) -> Vec<f64> {
+    let auth = format!("Bearer {KEY}");
+    let tasks: Vec<_> = (0..clients)
+        .map(|w| {
+            let (client, urls, auth) = (client.clone(), urls.clone(), auth.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for i in (w..n).step_by(clients) {
+                    let started = Instant::now();
+                    let reply = client.get(&urls[i % urls.len()], &[("authorization", &auth)]).await;
+                    assert_eq!(reply.status, 200, "GET {}", urls[i % urls.len()]);
+                    out.push(started.elapsed().as_secs_f64() * 1e6);
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.expect("load task"));
+    }
+    all
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let per_round: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4000);
+    let clients: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &[]).await;
+    let app = AppProcess::start(&orchestrator.url, dir.path(), &[]).await;
+    let app_addr = app.url.trim_start_matches("http://").to_owned();
+    let side = |sample: u32| {
+        format!(
+            "migration: {{ etcd_endpoints: [], defaults: {{ charge: 50 }}, cache_file: {}/cache-{sample}.json }}\n\
+             shadow: {{ sample_percent: {sample}, max_inflight: 64 }}\naccess_log: {{ path: /dev/null }}\n",
+            dir.path().display()
+        )
+    };
+    let off = SidecarProcess::start(dir.path(), &app_addr, &side(0)).await;
+    let on = SidecarProcess::start(dir.path(), &app_addr, &side(100)).await;
+    let client = Client::new();
+    let auth = format!("Bearer {KEY}");
+    let mut ids = Vec::new();
+    for i in 0..64 {
+        let body = json!({"amount": 1000 + i, "currency": "usd", "source": "tok_visa"});
+        let key = format!("bench-{i}");
+        let reply = client
+            .post(&format!("{}/v1/charges", off.url), &[("authorization", &auth), ("idempotency-key", &key)], &body)
+            .await;
+        assert_eq!(reply.status, 201, "charge {i}");
+        ids.push(reply.json()["id"].as_str().expect("id").to_owned());
+    }
+    let urls = |base: &str| Arc::new(ids.iter().map(|id| format!("{base}/v1/charges/{id}")).collect::<Vec<_>>());
+    let (urls_off, urls_on) = (urls(&off.url), urls(&on.url));
+    // Warm both pools and the store's cache.
+    load(&client, urls_off.clone(), 500, clients).await;
+    load(&client, urls_on.clone(), 500, clients).await;
+    let (mut lat_off, mut lat_on) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        lat_off.extend(load(&client, urls_off.clone(), per_round, clients).await);
+        lat_on.extend(load(&client, urls_on.clone(), per_round, clients).await);
+        // Let the shadow reads of the round finish before the next one.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    lat_off.sort_by(f64::total_cmp);
+    lat_on.sort_by(f64::total_cmp);
+    let scrape = on.metrics().await;
+    let count = |o: &str| {
+        metric(&scrape, &format!("paymesh_shadow_compares_total{{feature=\"charge\",outcome=\"{o}\"}}")).unwrap_or(0.0)
+    };
+    println!("shadow read latency: {rounds} rounds x {per_round} GETs per side, {clients} concurrent clients");
+    for (name, l) in [("shadow off (sample 0)", &lat_off), ("shadow on (sample 100)", &lat_on)] {
+        println!("  {name:24} p50 {:7.0} us   p99 {:7.0} us", percentile(l, 0.5), percentile(l, 0.99));
+    }
+    let added = (percentile(&lat_on, 0.99) / percentile(&lat_off, 0.99) - 1.0) * 100.0;
+    println!(
+        "  shadow compares: match {} mismatch {} shadow_error {} skipped {}",
+        count("match"),
+        count("mismatch"),
+        count("shadow_error"),
+        count("skipped")
+    );
+    println!("  p99 added: {added:+.1} % (target <= 5 %: {})", if added <= 5.0 { "met" } else { "missed" });
+}
