@@ -6,6 +6,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub const CLIENT: &str = "x-paymesh-client";
 /// `legacy` or `orchestration`: the sidecar's choice, echoed by the app.
 pub const ROUTE: &str = "x-paymesh-route";
+/// Set by the sidecar on its shadow reads (see DESIGN.md "Shadow reads"); only the sidecar can send it.
+pub const SHADOW: &str = "x-paymesh-shadow";
 /// Every header with this prefix is the sidecar's to set: it strips any a
 /// client sent.
 pub const PAYMESH_PREFIX: &str = "x-paymesh-";
