@@ -6,6 +6,14 @@
 //! It holds no state (the orchestration backend does), has no etcd client
 //! (the sidecar decides routes), and trusts `x-paymesh-*` headers because
 //! it listens on loopback, where only the sidecar can reach it.
+//!
+//! `x-paymesh-shadow` marks a shadow read: the sidecar fetching, after the
+//! client's answer, the same resource through the other path to compare
+//! them (DESIGN.md, "Shadow reads"). It is served exactly like any read;
+//! but a shadow must never move money, so a request with the header and
+//! any method but `GET` is refused (400 `shadow_read_only`) before anything
+//! else is looked at — defence in depth behind the sidecar, which only
+//! shadows reads.
 
 pub mod backends;
 pub mod validate;
@@ -29,6 +37,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 const ROUTE: &str = headers::ROUTE;
 const CLIENT: &str = headers::CLIENT;
 const REQUEST_ID: &str = headers::REQUEST_ID;
+const SHADOW: &str = headers::SHADOW;
 /// The client id used when the app is called without a sidecar in front.
 const ANONYMOUS: &str = "anonymous";
 
@@ -41,6 +50,15 @@ fn route_from_header(value: Option<&HeaderValue>) -> Result<Route, ApiError> {
             ApiError::invalid("invalid_route", None, "x-paymesh-route must be legacy or orchestration.")
         }),
     }
+}
+
+/// A shadow request (`x-paymesh-shadow`) may only be a `GET`: checked
+/// first, so that a shadow never reaches anything that could move money.
+fn shadow_reads_only(parts: &http::request::Parts) -> Result<(), ApiError> {
+    if parts.headers.contains_key(SHADOW) && parts.method != Method::GET {
+        return Err(ApiError::invalid("shadow_read_only", None, "A shadow request may only read."));
+    }
+    Ok(())
 }
 
 /// Settings for [`App::new`].
@@ -104,9 +122,10 @@ impl App {
         let (parts, body) = req.into_parts();
         let request_id = parts.headers.get(REQUEST_ID).cloned();
         let route = route_from_header(parts.headers.get(ROUTE));
-        let result = match &route {
-            Ok(route) => self.dispatch(*route, &parts, body).await,
-            Err(e) => Err(e.clone()),
+        let result = match (shadow_reads_only(&parts), &route) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(e.clone()),
+            (Ok(()), Ok(route)) => self.dispatch(*route, &parts, body).await,
         };
         let mut resp = match result {
             Ok(resp) => resp,
@@ -279,4 +298,32 @@ fn with_body(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: Method, shadow: bool) -> http::request::Parts {
+        let mut req = Request::builder().method(method).uri("/v1/charges");
+        if shadow {
+            req = req.header(SHADOW, "1");
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_shadow_request_may_only_read() {
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH, Method::HEAD] {
+            let e = shadow_reads_only(&parts(method.clone(), true)).unwrap_err();
+            assert_eq!(
+                (e.status, e.code, e.message.as_str()),
+                (400, "shadow_read_only", "A shadow request may only read.")
+            );
+            let body: serde_json::Value = serde_json::from_slice(&e.to_body()).unwrap();
+            assert_eq!(body["error"]["type"], "invalid_request_error", "{method}");
+            assert!(shadow_reads_only(&parts(method, false)).is_ok());
+        }
+        assert!(shadow_reads_only(&parts(Method::GET, true)).is_ok());
+    }
 }

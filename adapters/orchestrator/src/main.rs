@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Config, Store};
-use workflows::Pace;
+use workflows::{Pace, Skew};
 
 /// Reference orchestration service: workflow executions and payment
 /// components over one durable store.
@@ -64,6 +64,14 @@ struct Args {
     /// Require a client certificate signed by this CA bundle (PEM): mTLS.
     #[arg(long, env = "PAYMESH_ORCHESTRATOR_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Test only: orchestration-path reads of this kind of resource
+    /// (`charge`, `refund` or `payout`, via `GET /workflows/v1/…/<id>`)
+    /// report an amount one minor unit higher than stored; component reads,
+    /// executions and the stored data stay exact. It exists only so tests
+    /// can prove that shadow reads catch a path that answers wrong; never
+    /// set it in production. Default: every read is exact.
+    #[arg(long, value_enum, env = "PAYMESH_ORCHESTRATOR_TEST_ONLY_SKEW_AMOUNT", value_name = "KIND")]
+    test_only_skew_amount: Option<Skew>,
     /// Log format: json or text.
     #[arg(long, value_enum, env = "PAYMESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -93,6 +101,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", args.data_dir.display()))?,
     );
     let pace = Pace { step_delay: args.step_delay, sync_window: args.sync_window };
+    let skew = args.test_only_skew_amount;
+    if let Some(kind) = skew {
+        tracing::warn!(
+            kind = kind.as_str(),
+            "--test-only-skew-amount is set: orchestration-path reads of this kind answer an amount one minor unit high; never use it in production"
+        );
+    }
     match workflows::resume(&store, pace).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(resumed = n, "resumed workflow executions that were running at the last stop"),
@@ -125,7 +140,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let handle = move |req: hyper::Request<hyper::body::Incoming>| {
         let store = store.clone();
-        async move { route(&store, pace, req).await }
+        async move { route(&store, pace, skew, req).await }
     };
     let mut http = auto::Builder::new(TokioExecutor::new());
     // The limit the app's server has: whatever reaches the app may be
@@ -139,7 +154,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn route(store: &Arc<Store>, pace: Pace, req: hyper::Request<hyper::body::Incoming>) -> http::Resp {
+async fn route(
+    store: &Arc<Store>,
+    pace: Pace,
+    skew: Option<Skew>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> http::Resp {
     use serde_json::json;
     let (parts, body) = req.into_parts();
     let path: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
@@ -147,7 +167,7 @@ async fn route(store: &Arc<Store>, pace: Pace, req: hyper::Request<hyper::body::
     match (method.as_str(), path.as_slice()) {
         ("GET", ["healthz"]) => http::json(200, &json!({ "status": "ok" })),
         ("GET", ["components", rest @ ..]) => components::get(store, rest, parts.uri.query()).await,
-        ("GET", ["workflows", "v1", rest @ ..]) => workflows::get(store, rest, parts.uri.query()).await,
+        ("GET", ["workflows", "v1", rest @ ..]) => workflows::get(store, skew, rest, parts.uri.query()).await,
         ("POST", ["components", ..]) | ("POST", ["workflows", "v1", "executions"]) => {
             let body = match http::read_body(body).await {
                 Ok(b) => b,

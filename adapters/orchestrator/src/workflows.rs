@@ -18,6 +18,25 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The resource kind whose orchestration-path read `--test-only-skew-amount`
+/// makes answer wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Skew {
+    Charge,
+    Refund,
+    Payout,
+}
+
+impl Skew {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skew::Charge => "charge",
+            Skew::Refund => "refund",
+            Skew::Payout => "payout",
+        }
+    }
+}
+
 /// How the service runs workflows.
 #[derive(Clone, Copy, Debug)]
 pub struct Pace {
@@ -266,24 +285,43 @@ impl Steps<'_> {
 
 /// `GET /workflows/v1/<kind>/<id>?client_ref=<id>` (or `?any_client=1`).
 /// Another client's resource or execution answers like an unknown id.
-pub async fn get(store: &Store, path: &[&str], query: Option<&str>) -> Resp {
+/// With `skew`, a read of that kind of resource reports its amount one
+/// minor unit high (`--test-only-skew-amount`; executions stay exact).
+pub async fn get(store: &Store, skew: Option<Skew>, path: &[&str], query: Option<&str>) -> Resp {
     let Some(reader) = reader(query, "client_ref") else {
         return invalid("a read needs ?client_ref=<id> (or ?any_client=1 for an operator)");
     };
-    let found = match path {
-        ["executions", id] => {
-            store.execution(id, &reader).await.map(|e| e.map(|(op, outcome)| view(id, op, &outcome, false)))
-        }
-        ["charges", id] => store.charge(id, &reader).await.map(|c| c.map(|c| json(200, &wf_charge(&c)))),
-        ["refunds", id] => store.refund_by_id(id, &reader).await.map(|r| r.map(|r| json(200, &wf_refund(&r)))),
-        ["payouts", id] => store.payout(id, &reader).await.map(|p| p.map(|p| json(200, &wf_payout(&p)))),
-        _ => Ok(None),
-    };
+    let found =
+        match path {
+            ["executions", id] => {
+                store.execution(id, &reader).await.map(|e| e.map(|(op, outcome)| view(id, op, &outcome, false)))
+            }
+            ["charges", id] => store.charge(id, &reader).await.map(|c| {
+                c.map(|c| json(200, &skewed(wf_charge(&c), skew == Some(Skew::Charge), c.amount, &c.currency)))
+            }),
+            ["refunds", id] => store.refund_by_id(id, &reader).await.map(|r| {
+                r.map(|r| json(200, &skewed(wf_refund(&r), skew == Some(Skew::Refund), r.amount, &r.currency)))
+            }),
+            ["payouts", id] => store.payout(id, &reader).await.map(|p| {
+                p.map(|p| json(200, &skewed(wf_payout(&p), skew == Some(Skew::Payout), p.amount, &p.currency)))
+            }),
+            _ => Ok(None),
+        };
     match found {
         Ok(Some(resp)) => resp,
         Ok(None) => json(404, &json!({ "reason": "NOT_FOUND" })),
         Err(e) => unavailable(e),
     }
+}
+
+/// A rendered resource whose `amount` is one minor unit over `amount` when
+/// `on`, and everything else (a charge's state and refunded amount
+/// included) as stored.
+fn skewed(mut resource: Value, on: bool, amount: u64, currency: &str) -> Value {
+    if on {
+        resource["amount"] = money(amount.saturating_add(1), currency);
+    }
+    resource
 }
 
 fn view(execution: &str, operation: Operation, outcome: &Outcome, deduplicated: bool) -> Resp {
@@ -353,4 +391,90 @@ fn invalid(detail: &str) -> Resp {
 fn unavailable(e: StoreError) -> Resp {
     tracing::error!(error = %e, "store unavailable");
     json(503, &json!({ "reason": "STORAGE_UNAVAILABLE" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    const PACE: Pace = Pace { step_delay: Duration::ZERO, sync_window: Duration::from_secs(10) };
+
+    async fn body(resp: Resp) -> (u16, Value) {
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// Runs a workflow to its end and returns its execution id and output.
+    async fn execute(store: &Arc<Store>, workflow: &str, token: &str, input: Value) -> (String, Value) {
+        let req = json!({
+            "workflow": workflow, "client_ref": "c", "idempotency_token": token,
+            "request_fingerprint": token, "input": input,
+        });
+        let (status, v) = body(start(store, PACE, req.to_string().as_bytes()).await).await;
+        assert_eq!((status, v["status"].as_str()), (200, Some("SUCCEEDED")), "{v}");
+        (v["execution_id"].as_str().unwrap().to_owned(), v["output"].clone())
+    }
+
+    async fn read(store: &Store, skew: Option<Skew>, path: &[&str]) -> Value {
+        let (status, v) = body(get(store, skew, path, Some("client_ref=c")).await).await;
+        assert_eq!(status, 200, "{path:?}: {v}");
+        v
+    }
+
+    #[tokio::test]
+    async fn a_skewed_kind_reads_one_minor_unit_high_and_nothing_else_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let usd = |v: &str| json!({ "value": v, "currency": "USD" });
+        let (execution, charge) = execute(
+            &store,
+            "CHARGE",
+            "ch",
+            json!({ "amount": usd("10.50"), "payment_method": "tok_visa", "memo": null }),
+        )
+        .await;
+        let id = charge["charge_ref"].as_str().unwrap().to_owned();
+        let (_, refund) = execute(&store, "REFUND", "rf", json!({ "charge_ref": id, "amount": null })).await;
+        let refund_id = refund["refund_ref"].as_str().unwrap().to_owned();
+        let (_, payout) =
+            execute(&store, "PAYOUT", "po", json!({ "amount": usd("3.00"), "beneficiary": "acct_1" })).await;
+        let payout_id = payout["payout_ref"].as_str().unwrap().to_owned();
+
+        // The charge: one cent more, its state and refunded amount as stored.
+        let exact = read(&store, None, &["charges", &id]).await;
+        assert_eq!((exact["amount"].clone(), exact["state"].as_str()), (usd("10.50"), Some("REFUNDED")));
+        let skewed = read(&store, Some(Skew::Charge), &["charges", &id]).await;
+        assert_eq!(skewed["amount"], usd("10.51"));
+        let mut same = skewed.clone();
+        same["amount"] = exact["amount"].clone();
+        assert_eq!(same, exact, "only the amount differs");
+        assert_eq!(skewed["refunded_amount"], usd("10.50"));
+
+        // Each kind skews only its own reads.
+        assert_eq!(read(&store, Some(Skew::Refund), &["refunds", &refund_id]).await["amount"], usd("10.51"));
+        assert_eq!(read(&store, Some(Skew::Refund), &["charges", &id]).await, exact);
+        assert_eq!(read(&store, Some(Skew::Payout), &["payouts", &payout_id]).await["amount"], usd("3.01"));
+        assert_eq!(read(&store, Some(Skew::Charge), &["payouts", &payout_id]).await["amount"], usd("3.00"));
+
+        // Executions stay exact, and so do the component (legacy) reads.
+        let view = read(&store, Some(Skew::Charge), &["executions", &execution]).await;
+        assert_eq!(view["output"]["amount"], usd("10.50"), "{view}");
+        let comp = crate::components::get(&store, &["ledger", "charges", &id], Some("client=c")).await;
+        let (status, comp) = body(comp).await;
+        assert_eq!((status, comp["amount"].as_u64()), (200, Some(1050)), "{comp}");
+    }
+
+    #[tokio::test]
+    async fn a_zero_decimal_currency_skews_by_one_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let jpy = |v: &str| json!({ "value": v, "currency": "JPY" });
+        let (_, payout) =
+            execute(&store, "PAYOUT", "po", json!({ "amount": jpy("500"), "beneficiary": "acct_1" })).await;
+        let id = payout["payout_ref"].as_str().unwrap();
+        assert_eq!(read(&store, Some(Skew::Payout), &["payouts", id]).await["amount"], jpy("501"));
+        assert_eq!(read(&store, None, &["payouts", id]).await["amount"], jpy("500"));
+    }
 }

@@ -42,7 +42,7 @@ mod exit {
 const RAMP_EXIT_CODES: &str = "Exit codes:
   0  target reached
   1  error (bad flags, etcd unreachable at start, ...)
-  2  rolled back on a breach of --max-error-rate or --max-p99
+  2  rolled back on a breach of --max-error-rate, --max-p99 or --max-mismatch-rate
   3  gave up for lack of evidence after --max-holds intervals (rolled back)
   4  preempted: another writer changed the key (or the ramp lost its lock); nothing written after that
   5  refused: another ramp holds the lock of this feature (or client)
@@ -175,8 +175,19 @@ struct RampArgs {
     /// Requests an interval needs before it can be judged.
     #[arg(long, env = "PAYMESH_RAMP_MIN_REQUESTS", default_value_t = 100)]
     min_requests: u64,
+    /// Highest acceptable share of the sidecars' shadow compares whose
+    /// answers differ between the paths (`paymesh_shadow_compares_total`):
+    /// `0.001` or `0.1%`. Failed shadow reads are not compares. For a
+    /// --client ramp the feature's compares are used: the metric has no
+    /// client label. Default: shadow compares are not judged.
+    #[arg(long, env = "PAYMESH_RAMP_MAX_MISMATCH_RATE", value_parser = parse_rate)]
+    max_mismatch_rate: Option<f64>,
+    /// Shadow compares (match or mismatch) an interval needs before it can
+    /// be judged; only with --max-mismatch-rate.
+    #[arg(long, env = "PAYMESH_RAMP_MIN_COMPARES", default_value_t = 100, requires = "max_mismatch_rate")]
+    min_compares: u64,
     /// Intervals a step may wait for evidence (enough traffic, every
-    /// sidecar's data, latency histograms) before the ramp gives up and
+    /// sidecar's data, latency histograms, enough shadow compares) before the ramp gives up and
     /// rolls back.
     #[arg(long, env = "PAYMESH_RAMP_MAX_HOLDS", default_value_t = 10)]
     max_holds: u32,
@@ -346,6 +357,8 @@ async fn ramp(etcd: &etcd::EtcdArgs, prefix: &str, a: RampArgs) -> anyhow::Resul
         max_error_rate: a.max_error_rate,
         max_p99: a.max_p99,
         min_requests: a.min_requests,
+        max_mismatch_rate: a.max_mismatch_rate,
+        min_compares: a.min_compares,
         max_holds: a.max_holds.max(1),
         rollback_to_zero: a.rollback_to_zero,
     };

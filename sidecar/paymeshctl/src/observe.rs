@@ -4,7 +4,8 @@
 //!
 //! Either way the answer is [`Evidence`]: the orchestration and legacy
 //! paths' figures for the ramp's scope (a feature, or one client of it),
-//! and every reason those figures are not enough to call a step healthy: a
+//! the feature's shadow compares (`paymesh_shadow_compares_total` has no
+//! client label, so a client's ramp sees its feature's), and every reason those figures are not enough to call a step healthy: a
 //! sidecar that did not answer, histograms shed with `detailed_metrics`, a
 //! sidecar not yet serving the step's percent, Prometheus unreachable or
 //! short of samples. A missing signal is never read as a healthy one.
@@ -17,7 +18,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use paymesh_vocab::{Component, Route};
-use paymeshctl::prom::{Figures, View};
+use paymeshctl::prom::{Compares, Figures, View};
 use paymeshctl::promql::Matchers;
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,8 @@ impl Side {
 pub struct Evidence {
     pub orchestration: Side,
     pub legacy: Side,
+    /// The feature's shadow compares over the interval.
+    pub shadow: Compares,
     /// Every reason these figures cannot show the step healthy.
     pub missing: Vec<String>,
 }
@@ -148,6 +151,7 @@ pub fn sidecar_evidence(
 ) -> Evidence {
     let mut orch = Figures::default();
     let mut legacy = Figures::default();
+    let mut shadow = Compares::default();
     let mut missing = Vec::new();
     for (i, url) in urls.iter().enumerate() {
         let (b, a) = match (before.get(i), after.get(i)) {
@@ -163,6 +167,7 @@ pub fn sidecar_evidence(
         };
         orch.add(&a.orchestration.since(&b.orchestration));
         legacy.add(&a.legacy.since(&b.legacy));
+        shadow.add(&a.shadow.since(&b.shadow));
         if b.detailed == Some(false) || a.detailed == Some(false) || a.detailed_offs > b.detailed_offs {
             let what =
                 if scope.client.is_some() { "latency histograms and per-client series" } else { "latency histograms" };
@@ -180,7 +185,7 @@ pub fn sidecar_evidence(
     }
     let orchestration = Side::from(&orch);
     covered(&orchestration, &mut missing);
-    Evidence { orchestration, legacy: Side::from(&legacy), missing }
+    Evidence { orchestration, legacy: Side::from(&legacy), shadow, missing }
 }
 
 /// Histograms that saw clearly fewer requests than the counters (shed for
@@ -214,6 +219,10 @@ pub struct Queries {
     pub shed: String,
     pub down: String,
     pub percent: String,
+    /// The feature's shadow compares by outcome (no client label).
+    pub shadow_matches: String,
+    pub shadow_mismatches: String,
+    pub shadow_errors: String,
 }
 
 impl Queries {
@@ -232,6 +241,8 @@ impl Queries {
         let sum = |metric: &str, l: &[(&str, &str)]| format!("sum(increase({}[{secs}s]))", m.series(metric, l));
         let (orch, legacy) = (Route::Orchestration.as_str(), Route::Legacy.as_str());
         let client_label = scope.client.as_deref().unwrap_or("");
+        let shadow =
+            |outcome: &str| sum("paymesh_shadow_compares_total", &[("feature", feature), ("outcome", outcome)]);
         Queries {
             requests: sum(requests, &labels(orch, None)),
             errors: sum(requests, &labels(orch, Some("5xx"))),
@@ -256,6 +267,9 @@ impl Queries {
                 m.series("paymesh_migration_percent", &[("feature", feature), ("client", client_label)]),
                 format_percent(scope.percent)
             ),
+            shadow_matches: shadow("match"),
+            shadow_mismatches: shadow("mismatch"),
+            shadow_errors: shadow("shadow_error"),
         }
     }
 }
@@ -286,6 +300,11 @@ async fn prometheus(p: &Prometheus, scope: &Scope, elapsed: Duration) -> Evidenc
         p99: None,
         observed: 0.0,
     };
+    let shadow = Compares {
+        matches: read(q.shadow_matches, "shadow matches").await.unwrap_or(0.0),
+        mismatches: read(q.shadow_mismatches, "shadow mismatches").await.unwrap_or(0.0),
+        errors: read(q.shadow_errors, "shadow errors").await.unwrap_or(0.0),
+    };
     let shed = read(q.shed, Component::DetailedMetrics.as_str()).await.unwrap_or(0.0);
     let down = read(q.down, "targets").await.unwrap_or(0.0);
     let off = read(q.percent, "percent").await.unwrap_or(0.0);
@@ -299,7 +318,7 @@ async fn prometheus(p: &Prometheus, scope: &Scope, elapsed: Duration) -> Evidenc
         missing.push(format!("{off} sidecar(s) do not serve {}% yet", format_percent(scope.percent)));
     }
     covered(&orchestration, &mut missing);
-    Evidence { orchestration, legacy, missing }
+    Evidence { orchestration, legacy, shadow, missing }
 }
 
 #[cfg(test)]
@@ -346,6 +365,13 @@ mod tests {
             q.percent,
             format!(r#"count(paymesh_migration_percent{{feature="charge",client="ops",{sel}}} != 20)"#)
         );
+        // No client label on shadow compares: a client's ramp reads its feature's.
+        assert_eq!(
+            q.shadow_mismatches,
+            format!(
+                r#"sum(increase(paymesh_shadow_compares_total{{feature="charge",outcome="mismatch",{sel}}}[60s]))"#
+            )
+        );
         assert_eq!(
             q.shed,
             format!(
@@ -363,6 +389,9 @@ mod tests {
             &q.shed,
             &q.down,
             &q.percent,
+            &q.shadow_matches,
+            &q.shadow_mismatches,
+            &q.shadow_errors,
         ] {
             assert_eq!(query.matches("{").count(), query.matches(sel).count(), "{query}");
         }
@@ -377,6 +406,14 @@ mod tests {
             "count((min_over_time(up[5s]) == 0) and on (instance, job) last_over_time(paymesh_inflight_requests[1h]))"
         );
         assert_eq!(plain.percent, r#"count(paymesh_migration_percent{feature="charge",client=""} != 20)"#);
+        assert_eq!(
+            plain.shadow_matches,
+            r#"sum(increase(paymesh_shadow_compares_total{feature="charge",outcome="match"}[5s]))"#
+        );
+        assert_eq!(
+            plain.shadow_errors,
+            r#"sum(increase(paymesh_shadow_compares_total{feature="charge",outcome="shadow_error"}[5s]))"#
+        );
     }
 
     fn view(requests: f64, observed: f64, detailed: bool, percent: f64) -> View {
@@ -385,6 +422,25 @@ mod tests {
         v.orchestration.buckets.insert(paymeshctl::prom::OrderedF64(0.01), observed);
         v.orchestration.buckets.insert(paymeshctl::prom::OrderedF64(f64::INFINITY), observed);
         v
+    }
+
+    #[test]
+    fn shadow_compares_are_summed_over_sidecars_and_diffed() {
+        let urls = vec!["http://a".to_owned(), "http://b".to_owned()];
+        let scope = Scope { feature: "charge".into(), client: Some("ops".into()), percent: 20.0 };
+        let with = |matches: f64, mismatches: f64, errors: f64| {
+            let mut v = view(0.0, 0.0, true, 20.0);
+            v.shadow = Compares { matches, mismatches, errors };
+            v
+        };
+        let e = sidecar_evidence(
+            &urls,
+            &scope,
+            &[Ok(with(100.0, 1.0, 0.0)), Ok(with(50.0, 0.0, 4.0))],
+            // b restarted: its counters start again from zero.
+            &[Ok(with(130.0, 3.0, 1.0)), Ok(with(8.0, 1.0, 2.0))],
+        );
+        assert_eq!(e.shadow, Compares { matches: 38.0, mismatches: 3.0, errors: 3.0 });
     }
 
     #[test]
@@ -399,6 +455,7 @@ mod tests {
         );
         assert!(ok.missing.is_empty(), "{:?}", ok.missing);
         assert_eq!(ok.orchestration.requests, 150.0);
+        assert_eq!(ok.shadow, Compares::default());
         assert!(ok.orchestration.p99.is_some());
 
         let down = sidecar_evidence(

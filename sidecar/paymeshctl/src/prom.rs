@@ -5,7 +5,9 @@
 //! `paymesh_client_request_duration_seconds`), summed over sidecars and
 //! diffed over an interval; plus what tells whether those figures are
 //! evidence at all: whether `detailed_metrics` is on, how often it was
-//! switched off, and the percent the sidecar serves.
+//! switched off, and the percent the sidecar serves. And the feature's
+//! shadow compares (`paymesh_shadow_compares_total`), which have no client
+//! label: a client's ramp reads its feature's.
 
 use anyhow::{Context, bail};
 use paymesh_vocab::{Component, Route};
@@ -38,6 +40,44 @@ impl PartialOrd for OrderedF64 {
     }
 }
 
+/// The sidecar's shadow reads of one feature by outcome
+/// (`paymesh_shadow_compares_total{feature,outcome}`); `skipped` ones are
+/// not counted: they compared nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Compares {
+    /// `outcome="match"`: both paths answered the same.
+    pub matches: f64,
+    /// `outcome="mismatch"`: the paths' answers differ.
+    pub mismatches: f64,
+    /// `outcome="shadow_error"`: the shadow read failed; says nothing about
+    /// agreement.
+    pub errors: f64,
+}
+
+impl Compares {
+    /// Compares that say whether the paths agree: matches and mismatches.
+    pub fn compared(&self) -> f64 {
+        self.matches + self.mismatches
+    }
+
+    pub fn add(&mut self, other: &Compares) {
+        self.matches += other.matches;
+        self.mismatches += other.mismatches;
+        self.errors += other.errors;
+    }
+
+    /// `self - earlier`; a counter that went down (a restarted sidecar)
+    /// counts from zero.
+    pub fn since(&self, earlier: &Compares) -> Compares {
+        let delta = |now: f64, then: f64| if now >= then { now - then } else { now };
+        Compares {
+            matches: delta(self.matches, earlier.matches),
+            mismatches: delta(self.mismatches, earlier.mismatches),
+            errors: delta(self.errors, earlier.errors),
+        }
+    }
+}
+
 /// One sidecar's scrape, seen from one ramp's scope.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct View {
@@ -49,6 +89,9 @@ pub struct View {
     pub detailed_offs: f64,
     /// The percent this sidecar serves the scope at.
     pub percent: Option<f64>,
+    /// The feature's shadow compares (for a client's scope too: the metric
+    /// has no client label).
+    pub shadow: Compares,
 }
 
 impl View {
@@ -77,6 +120,14 @@ impl View {
                     if label(labels, "feature") == Some(feature) && label(labels, "client") == client =>
                 {
                     v.percent = Some(value);
+                }
+                "paymesh_shadow_compares_total" if label(labels, "feature") == Some(feature) => {
+                    match label(labels, "outcome") {
+                        Some("match") => v.shadow.matches += value,
+                        Some("mismatch") => v.shadow.mismatches += value,
+                        Some("shadow_error") => v.shadow.errors += value,
+                        _ => {}
+                    }
                 }
                 _ => {}
             }
@@ -283,6 +334,46 @@ paymesh_migration_percent{client="ops",feature="charge"} 40
         assert_eq!(View::parse(text, "charge", None).percent, Some(10.0));
         assert_eq!(View::parse(text, "charge", None).orchestration.requests, 0.0);
         assert_eq!(View::parse(text, "charge", Some("new")).percent, None);
+    }
+
+    /// As the sidecar exports it: all twelve series, other metrics around.
+    const SHADOW_SCRAPE: &str = r#"# HELP paymesh_shadow_compares_total Shadow reads of the other path, by outcome.
+# TYPE paymesh_shadow_compares_total counter
+paymesh_shadow_compares_total{feature="charge",outcome="match"} 37
+paymesh_shadow_compares_total{feature="charge",outcome="mismatch"} 3
+paymesh_shadow_compares_total{feature="charge",outcome="shadow_error"} 2
+paymesh_shadow_compares_total{feature="charge",outcome="skipped"} 11
+paymesh_shadow_compares_total{feature="disbursement",outcome="match"} 5
+paymesh_shadow_compares_total{feature="disbursement",outcome="mismatch"} 0
+paymesh_shadow_compares_total{feature="disbursement",outcome="shadow_error"} 0
+paymesh_shadow_compares_total{feature="disbursement",outcome="skipped"} 0
+paymesh_shadow_compares_total{feature="refund",outcome="match"} 0
+paymesh_shadow_compares_total{feature="refund",outcome="mismatch"} 9
+paymesh_shadow_compares_total{feature="refund",outcome="shadow_error"} 0
+paymesh_shadow_compares_total{feature="refund",outcome="skipped"} 0
+# HELP paymesh_migration_percent Orchestration share.
+# TYPE paymesh_migration_percent gauge
+paymesh_migration_percent{feature="charge"} 20
+paymesh_migration_percent{client="ops",feature="charge"} 40
+"#;
+
+    #[test]
+    fn reads_the_shadow_compares_of_the_feature() {
+        let charge = View::parse(SHADOW_SCRAPE, "charge", None).shadow;
+        assert_eq!(charge, Compares { matches: 37.0, mismatches: 3.0, errors: 2.0 });
+        assert_eq!(charge.compared(), 40.0);
+        // A client's scope reads the feature's compares: no client label.
+        assert_eq!(View::parse(SHADOW_SCRAPE, "charge", Some("ops")).shadow, charge);
+        assert_eq!(View::parse(SHADOW_SCRAPE, "refund", None).shadow.mismatches, 9.0);
+        assert_eq!(View::parse(SHADOW_SCRAPE, "disbursement", None).shadow.compared(), 5.0);
+        // A sidecar without shadow reads has none.
+        assert_eq!(View::parse(SCRAPE, "charge", None).shadow, Compares::default());
+
+        let mut later = charge;
+        later.add(&Compares { matches: 10.0, mismatches: 1.0, errors: 0.0 });
+        assert_eq!(later.since(&charge), Compares { matches: 10.0, mismatches: 1.0, errors: 0.0 });
+        let restarted = Compares { matches: 4.0, ..Compares::default() };
+        assert_eq!(restarted.since(&charge), Compares { matches: 4.0, mismatches: 0.0, errors: 0.0 });
     }
 
     #[test]

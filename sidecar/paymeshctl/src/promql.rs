@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 /// Labels each query sets itself.
-const RESERVED: &[&str] = &["__name__", "feature", "route", "code", "client", "le", "component"];
+const RESERVED: &[&str] = &["__name__", "feature", "route", "code", "client", "le", "component", "outcome"];
 
 /// Parsed `--selector` matchers, in the order given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -146,6 +146,7 @@ mod tests {
             (r#"1a="x""#, "label name"),
             (r#"a="\q""#, "unknown escape"),
             (r#"feature="refund""#, "sets the label feature"),
+            (r#"outcome="match""#, "sets the label outcome"),
         ] {
             let e = Matchers::parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");

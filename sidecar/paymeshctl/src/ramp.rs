@@ -2,6 +2,13 @@
 //! orchestration percent a step at a time, judge the traffic after each
 //! interval, and roll back at once on a breach.
 //!
+//! The guards: the orchestration path's 5xx share (`--max-error-rate`) and
+//! p99 (`--max-p99`), and, with `--max-mismatch-rate`, the share of the
+//! sidecars' shadow compares whose answers differ between the paths (the
+//! feature's: `paymesh_shadow_compares_total` has no client label). A
+//! failed shadow read (`shadow_error`) is no compare: it says nothing about
+//! agreement.
+//!
 //! A ramp yields to people. It holds the lock of its key (see `lock`) and
 //! every write it makes is a compare-and-swap on the key's mod revision: if
 //! anyone else wrote the key — an operator's `migration set`, an `etcdctl
@@ -29,6 +36,12 @@ pub struct Plan {
     pub max_error_rate: f64,
     pub max_p99: Duration,
     pub min_requests: u64,
+    /// Highest acceptable share of shadow compares that differ; `None`:
+    /// shadow compares are not judged.
+    pub max_mismatch_rate: Option<f64>,
+    /// Shadow compares (match or mismatch) an interval needs, with
+    /// `max_mismatch_rate`.
+    pub min_compares: u64,
     /// Intervals a step may wait for evidence before the ramp gives up.
     pub max_holds: u32,
     pub rollback_to_zero: bool,
@@ -36,12 +49,36 @@ pub struct Plan {
 
 impl Plan {
     pub fn summary(&self) -> Value {
-        json!({
+        let mut summary = json!({
             "to": self.to, "step": self.step,
             "interval": humantime::format_duration(self.interval).to_string(),
             "max_error_rate": self.max_error_rate,
             "max_p99": humantime::format_duration(self.max_p99).to_string(),
-        })
+        });
+        if let Some(rate) = self.max_mismatch_rate {
+            summary["max_mismatch_rate"] = json!(rate);
+            summary["min_compares"] = json!(self.min_compares);
+        }
+        summary
+    }
+
+    /// The guards, for the start message.
+    fn limits(&self) -> String {
+        let mut s = format!(
+            "5xx ≤ {:.2}%, p99 ≤ {} ms, ≥ {} requests",
+            self.max_error_rate * 100.0,
+            self.max_p99.as_millis(),
+            self.min_requests
+        );
+        if let Some(rate) = self.max_mismatch_rate {
+            s.push_str(&format!(
+                ", shadow mismatches ≤ {:.2}% of ≥ {} compares of {}",
+                rate * 100.0,
+                self.min_compares,
+                self.target.feature
+            ));
+        }
+        s
     }
 }
 
@@ -142,6 +179,21 @@ pub fn judge(e: &Evidence, plan: &Plan) -> Judgement {
         );
         return Judgement::Breach(Breach { guard, legacy, legacy_failing });
     }
+    let s = &e.shadow;
+    // Answers that differ are evidence even when other signals are missing.
+    if let Some(max) = plan.max_mismatch_rate
+        && s.compared() > 0.0
+        && s.mismatches / s.compared() > max
+    {
+        let guard = format!(
+            "--max-mismatch-rate: {:.0} of {:.0} shadow compares ({:.2}%) differ, over {:.2}%",
+            s.mismatches,
+            s.compared(),
+            s.mismatches / s.compared() * 100.0,
+            max * 100.0
+        );
+        return Judgement::Breach(Breach { guard, legacy, legacy_failing });
+    }
     if !e.missing.is_empty() {
         return Judgement::Hold(e.missing.join("; "));
     }
@@ -153,6 +205,18 @@ pub fn judge(e: &Evidence, plan: &Plan) -> Judgement {
     }
     if o.p99.is_none() {
         return Judgement::Hold("no latency histogram for the interval (detailed_metrics shed?)".to_owned());
+    }
+    if plan.max_mismatch_rate.is_some() && s.compared() < plan.min_compares as f64 {
+        let mut why = format!(
+            "too few shadow compares: {:.0}, --min-compares is {} (is shadow.sample_percent above 0 for {}, and shadow_compare on?)",
+            s.compared(),
+            plan.min_compares,
+            plan.target.feature
+        );
+        if s.errors > 0.0 {
+            why.push_str(&format!("; {:.0} shadow read(s) failed (shadow_error), which are no compares", s.errors));
+        }
+        return Judgement::Hold(why);
     }
     Judgement::Healthy
 }
@@ -294,15 +358,13 @@ pub async fn run(
     );
     let steps = steps(start, plan.to, plan.step);
     println!(
-        "ramp {t}: {}% → {}% in {} step(s) of {}%, {} each; limits: 5xx ≤ {:.2}%, p99 ≤ {} ms, ≥ {} requests; lock {}",
+        "ramp {t}: {}% → {}% in {} step(s) of {}%, {} each; limits: {}; lock {}",
         format_percent(start),
         format_percent(plan.to),
         steps.len(),
         format_percent(plan.step),
         humantime::format_duration(plan.interval),
-        plan.max_error_rate * 100.0,
-        plan.max_p99.as_millis(),
-        plan.min_requests,
+        plan.limits(),
         lock.key
     );
     let mut ramp = Ramp { store, lock, plan, revision: current.mod_revision, wrote_at_ms: now_ms(), healthy: start };
@@ -421,6 +483,7 @@ pub fn status(label: &str, e: &Evidence, left: Option<Duration>, eta: Duration) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use paymeshctl::prom::Compares;
 
     fn plan() -> Plan {
         Plan {
@@ -431,6 +494,8 @@ mod tests {
             max_error_rate: 0.01,
             max_p99: Duration::from_millis(200),
             min_requests: 100,
+            max_mismatch_rate: None,
+            min_compares: 100,
             max_holds: 3,
             rollback_to_zero: false,
         }
@@ -440,6 +505,7 @@ mod tests {
         Evidence {
             orchestration: Side { requests, errors, p99, observed: requests },
             legacy: Side { requests: 1000.0, errors: 0.0, p99: None, observed: 0.0 },
+            shadow: Compares::default(),
             missing: vec![],
         }
     }
@@ -477,6 +543,76 @@ mod tests {
         // ... but failures seen are still a breach.
         e.orchestration.errors = 500.0;
         assert!(matches!(judge(&e, &p), Judgement::Breach(_)));
+    }
+
+    fn shadowed(matches: f64, mismatches: f64, errors: f64) -> Evidence {
+        Evidence { shadow: Compares { matches, mismatches, errors }, ..evidence(1000.0, 0.0, Some(0.05)) }
+    }
+
+    #[test]
+    fn shadow_mismatches_over_the_limit_roll_back() {
+        let p = Plan { max_mismatch_rate: Some(0.001), ..plan() };
+        let Judgement::Breach(b) = judge(&shadowed(37.0, 3.0, 0.0), &p) else { panic!("a breach") };
+        assert_eq!(b.guard, "--max-mismatch-rate: 3 of 40 shadow compares (7.50%) differ, over 0.10%");
+        // At the limit is healthy; one more mismatch is not.
+        assert_eq!(judge(&shadowed(999.0, 1.0, 0.0), &p), Judgement::Healthy);
+        assert!(matches!(judge(&shadowed(998.0, 2.0, 0.0), &p), Judgement::Breach(_)));
+        // Evidence even with too few compares and a missing signal.
+        let mut e = shadowed(0.0, 1.0, 0.0);
+        e.missing.push("no data from sidecar http://b".into());
+        assert!(matches!(judge(&e, &p), Judgement::Breach(b) if b.guard.contains("1 of 1 shadow compares (100.00%)")));
+        // The error-rate and p99 guards come first.
+        let mut e = shadowed(0.0, 50.0, 0.0);
+        e.orchestration.errors = 500.0;
+        assert!(matches!(judge(&e, &p), Judgement::Breach(b) if b.guard.starts_with("--max-error-rate")));
+        e.orchestration.errors = 0.0;
+        e.orchestration.p99 = Some(1.0);
+        assert!(matches!(judge(&e, &p), Judgement::Breach(b) if b.guard.starts_with("--max-p99")));
+        // Without the flag mismatches are not judged.
+        assert_eq!(judge(&shadowed(0.0, 50.0, 0.0), &plan()), Judgement::Healthy);
+    }
+
+    #[test]
+    fn too_few_shadow_compares_hold() {
+        let p = Plan { max_mismatch_rate: Some(0.01), min_compares: 100, ..plan() };
+        assert_eq!(
+            judge(&shadowed(99.0, 0.0, 0.0), &p),
+            Judgement::Hold(
+                "too few shadow compares: 99, --min-compares is 100 (is shadow.sample_percent above 0 for charge, and shadow_compare on?)"
+                    .into()
+            )
+        );
+        // Failed shadow reads are no compares, but the hold names them.
+        assert_eq!(
+            judge(&shadowed(10.0, 0.0, 500.0), &p),
+            Judgement::Hold(
+                "too few shadow compares: 10, --min-compares is 100 (is shadow.sample_percent above 0 for charge, and shadow_compare on?); 500 shadow read(s) failed (shadow_error), which are no compares"
+                    .into()
+            )
+        );
+        assert_eq!(judge(&shadowed(100.0, 0.0, 3.0), &p), Judgement::Healthy);
+        // Other holds come first.
+        assert!(
+            matches!(judge(&Evidence { shadow: Compares::default(), ..evidence(50.0, 0.0, Some(0.05)) }, &p), Judgement::Hold(w) if w.contains("too little traffic"))
+        );
+        // Without the flag no compares are needed.
+        assert_eq!(judge(&shadowed(0.0, 0.0, 0.0), &plan()), Judgement::Healthy);
+    }
+
+    #[test]
+    fn the_summary_and_limits_name_the_shadow_guard_when_set() {
+        let p = plan();
+        assert!(p.summary().get("max_mismatch_rate").is_none() && p.summary().get("min_compares").is_none());
+        assert!(!p.limits().contains("shadow"));
+        let p = Plan { max_mismatch_rate: Some(0.001), min_compares: 250, ..plan() };
+        assert_eq!(
+            (p.summary()["max_mismatch_rate"].as_f64(), p.summary()["min_compares"].as_u64()),
+            (Some(0.001), Some(250))
+        );
+        assert_eq!(
+            p.limits(),
+            "5xx ≤ 1.00%, p99 ≤ 200 ms, ≥ 100 requests, shadow mismatches ≤ 0.10% of ≥ 250 compares of charge"
+        );
     }
 
     #[test]
