@@ -120,7 +120,9 @@ async fn a_path_that_answers_wrong_is_caught_recorded_and_rolls_a_ramp_back() {
         compares(&m, "refund", "mismatch") == 4.0 && compares(&m, "charge", "match") == 4.0
     })
     .await;
-    let records: Vec<Value> = access_log(dir.path()).into_iter().filter(|l| l["kind"] == "shadow_mismatch").collect();
+    let records = || access_log(dir.path()).into_iter().filter(|l| l["kind"] == "shadow_mismatch").collect::<Vec<_>>();
+    eventually(Duration::from_secs(5), "4 mismatch records", || async { records().len() >= 4 }).await;
+    let records = records();
     assert_eq!(records.len(), 4, "{records:?}");
     let refund_ids: Vec<&str> = ids.iter().filter(|(w, _)| *w == "refunds").map(|(_, id)| id.as_str()).collect();
     for r in &records {
