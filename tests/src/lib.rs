@@ -27,6 +27,7 @@ pub mod migration;
 pub mod pod;
 mod prometheus;
 pub mod sidecar;
+pub mod tls;
 pub use etcd::Etcd;
 pub use pod::Pod;
 pub use prometheus::{Job, Prometheus, ServerTls};
