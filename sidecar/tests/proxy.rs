@@ -10,8 +10,7 @@ use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn good_key_reaches_the_app_with_sidecar_headers_only() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, sc) = echo_sidecar().await;
     let r = send(
         Method::POST,
         &sc.url("/v1/charges?expand=source"),
@@ -47,8 +46,7 @@ async fn good_key_reaches_the_app_with_sidecar_headers_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_request_id_is_kept() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, sc) = echo_sidecar().await;
     let r = send(
         Method::GET,
         &sc.url("/v1/charges/ch_1"),
@@ -62,8 +60,7 @@ async fn client_request_id_is_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_bad_keys_get_401_and_never_reach_the_app() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (app, sc) = echo_sidecar().await;
     for auth in [None, Some("Bearer sk_wrong"), Some("Basic Y2hlY2tvdXQ="), Some("Bearer ")] {
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", *a)).collect();
         let r = send(Method::POST, &sc.url("/v1/charges"), &headers, "{}").await;
@@ -99,8 +96,7 @@ async fn defaults_pick_the_route_stickily() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_gives_429_then_recovers() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, sc) = echo_sidecar().await;
     // payouts: 2 per second, burst 2.
     assert_eq!(charge(&sc, PAYOUTS_KEY, "a").await.status, StatusCode::CREATED);
     assert_eq!(charge(&sc, PAYOUTS_KEY, "b").await.status, StatusCode::CREATED);
@@ -236,8 +232,7 @@ async fn app_down_gives_a_fast_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_answer() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, sc) = echo_sidecar().await;
     assert_eq!(get(&sc.admin_url("/healthz")).await.status, StatusCode::OK);
     ready(&sc).await;
     let state = get(&sc.admin_url("/admin/state")).await.json();
@@ -253,8 +248,7 @@ async fn admin_endpoints_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleartext_http2_is_served() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, sc) = echo_sidecar().await;
     let (mut sender, req) = h2_get(&sc, "/v1/refunds/re_1", &[]).await;
     let res = sender.send_request(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);

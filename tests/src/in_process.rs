@@ -181,6 +181,14 @@ pub async fn sidecar(yaml: &str) -> Sidecar {
     start_with(dir, config_path).await
 }
 
+/// An [`upstream`] and a [`sidecar`] in front of it on [`config_yaml`] as
+/// it is: where most component tests start. Keep the upstream alive.
+pub async fn echo_sidecar() -> (Upstream, Sidecar) {
+    let app = upstream().await;
+    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    (app, sc)
+}
+
 pub async fn start_with(dir: tempfile::TempDir, config_path: PathBuf) -> Sidecar {
     let loaded = config::load_with_digest(&config_path).unwrap();
     let running = paymesh_sidecar::start(loaded, Some(config_path.clone())).await.unwrap();
