@@ -47,13 +47,7 @@ async fn good_key_reaches_the_app_with_sidecar_headers_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_request_id_is_kept() {
     let (_app, sc) = echo_sidecar().await;
-    let r = send(
-        Method::GET,
-        &sc.url("/v1/charges/ch_1"),
-        &[("authorization", &format!("Bearer {CHECKOUT_KEY}")), ("x-request-id", "req-from-client-7")],
-        "",
-    )
-    .await;
+    let r = get_as(&sc, CHECKOUT_KEY, "/v1/charges/ch_1", &[("x-request-id", "req-from-client-7")]).await;
     assert_eq!(r.json()["headers"]["x-request-id"], "req-from-client-7");
     assert_eq!(r.header("x-request-id"), Some("req-from-client-7"));
 }
@@ -80,16 +74,15 @@ async fn defaults_pick_the_route_stickily() {
     let sc = sidecar(&config_yaml(app.addr, extra)).await;
     let r = charge(&sc, CHECKOUT_KEY, "k-1").await;
     assert_eq!(r.json()["headers"]["x-paymesh-route"], "orchestration");
-    let auth = format!("Bearer {CHECKOUT_KEY}");
-    let refund = send(Method::GET, &sc.url("/v1/refunds/re_1"), &[("authorization", &auth)], "").await;
+    let refund = get_as(&sc, CHECKOUT_KEY, "/v1/refunds/re_1", &[]).await;
     assert_eq!(refund.json()["headers"]["x-paymesh-route"], "legacy");
-    let other = send(Method::GET, &sc.url("/v1/balance"), &[("authorization", &auth)], "").await;
+    let other = get_as(&sc, CHECKOUT_KEY, "/v1/balance", &[]).await;
     assert_eq!(other.json()["headers"]["x-paymesh-route"], "legacy");
     // At 50% a given key takes the same route every time.
     for i in 0..20 {
         let path = format!("/v1/disbursements/d_{i}");
-        let first = send(Method::GET, &sc.url(&path), &[("authorization", &auth)], "").await;
-        let again = send(Method::GET, &sc.url(&path), &[("authorization", &auth)], "").await;
+        let first = get_as(&sc, CHECKOUT_KEY, &path, &[]).await;
+        let again = get_as(&sc, CHECKOUT_KEY, &path, &[]).await;
         assert_eq!(first.json()["headers"]["x-paymesh-route"], again.json()["headers"]["x-paymesh-route"]);
     }
 }

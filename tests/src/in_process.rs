@@ -205,6 +205,14 @@ pub async fn get(url: &str) -> Reply {
     send(Method::GET, url, &[], Bytes::new()).await
 }
 
+/// A GET of `path` as the client whose key is `key`, with `headers` too.
+pub async fn get_as(sc: &Sidecar, key: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let auth = format!("Bearer {key}");
+    let headers: Vec<(&str, &str)> =
+        [("authorization", auth.as_str())].into_iter().chain(headers.iter().copied()).collect();
+    send(Method::GET, &sc.url(path), &headers, "").await
+}
+
 /// A POST /v1/charges from the checkout client.
 pub async fn charge(sc: &Sidecar, key: &str, idem: &str) -> Reply {
     send(
