@@ -24,17 +24,27 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# with_file NAME CONTENT CMD...: writes CONTENT (printf %b) to a temp file
-# NAME, runs CMD with the file's path appended, cleans up, returns CMD's status.
-with_file() {
-    local name=$1 content=$2 d rc
-    shift 2
+# in_temp_dir FN ARGS...: runs FN with a fresh temp dir's path before ARGS,
+# removes the dir, returns FN's status.
+in_temp_dir() {
+    local d rc
     d="$(mktemp -d)"
-    printf '%b' "$content" >"$d/$name"
-    "$@" "$d/$name" >/dev/null 2>&1
+    "$1" "$d" "${@:2}"
     rc=$?
     rm -rf "$d"
     return $rc
+}
+
+# with_file NAME CONTENT CMD...: writes CONTENT (printf %b) to a temp file
+# NAME, runs CMD with the file's path appended, cleans up, returns CMD's status.
+with_file() {
+    in_temp_dir file_probe "$@"
+}
+file_probe() {
+    local d=$1 name=$2 content=$3
+    shift 3
+    printf '%b' "$content" >"$d/$name"
+    "$@" "$d/$name" >/dev/null 2>&1
 }
 
 protoc_ok() {
@@ -43,12 +53,10 @@ protoc_ok() {
             protoc --proto_path=/ --descriptor_set_out=/dev/null
 }
 venv_ok() {
-    local d rc
-    d="$(mktemp -d)"
-    python3 -m venv "$d/v" >/dev/null 2>&1 && "$d/v/bin/python" -m pip --version >/dev/null 2>&1
-    rc=$?
-    rm -rf "$d"
-    return $rc
+    in_temp_dir venv_probe
+}
+venv_probe() {
+    python3 -m venv "$1/v" >/dev/null 2>&1 && "$1/v/bin/python" -m pip --version >/dev/null 2>&1
 }
 promtool_ok() {
     command -v promtool >/dev/null 2>&1 &&

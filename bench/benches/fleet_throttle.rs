@@ -34,8 +34,9 @@ use paymesh_sidecar::layers::throttle::{Throttle, now_ns};
 use paymesh_sidecar::layers::{Filter, filter};
 use paymesh_sidecar::state::Snapshot;
 use paymesh_sidecar::test_util;
-use sha2::{Digest, Sha256};
 use tower::{Layer, Service, service_fn};
+
+mod support;
 
 /// Far above what one core can take: every request is admitted.
 const PER_SECOND: f64 = 1e9;
@@ -44,17 +45,9 @@ const BURST: u32 = 1_000_000_000;
 const LOCAL_KEY: &str = "sk_bench_local";
 const FLEET_KEY: &str = "sk_bench_fleet";
 
-fn digest(key: &str) -> String {
-    Sha256::digest(key).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn config(dir: &std::path::Path) -> config::Config {
-    let yaml = format!(
-        r#"listen: "127.0.0.1:0"
-app: "127.0.0.1:9"
-admin: "127.0.0.1:0"
-workers: 1
-clients:
+    support::config(&format!(
+        r#"clients:
   - id: local
     api_key_sha256: "{a}"
     rate: {{ per_second: {PER_SECOND}, burst: {BURST}, scope: local }}
@@ -71,11 +64,10 @@ overload:
   events_file: {dir}/switch-events.jsonl
 access_log: {{ path: /dev/null }}
 "#,
-        a = digest(LOCAL_KEY),
-        b = digest(FLEET_KEY),
+        a = support::digest(LOCAL_KEY),
+        b = support::digest(FLEET_KEY),
         dir = dir.display()
-    );
-    config::from_yaml(yaml.as_bytes()).unwrap_or_else(|e| panic!("bench config: {e}"))
+    ))
 }
 
 fn ready<F: Future>(fut: F) -> F::Output {

@@ -42,8 +42,9 @@ use paymesh_sidecar::migration::{Feature, Route};
 use paymesh_sidecar::observe::{AccessLogWriter, LogRecord, Rotate};
 use paymesh_sidecar::stack::Handles;
 use paymesh_sidecar::test_util;
-use sha2::{Digest, Sha256};
 use tower::{Service, service_fn};
+
+mod support;
 
 const API_KEY: &str = "sk_bench_3f9a1c7e5b2d4068";
 const CLIENT: &str = "bench";
@@ -60,13 +61,9 @@ struct Sidecar {
 /// log to /dev/null), without its sockets and tasks.
 fn sidecar() -> Sidecar {
     let dir = tempfile::tempdir().expect("temp dir");
-    let digest: String = Sha256::digest(API_KEY).iter().map(|b| format!("{b:02x}")).collect();
-    let yaml = format!(
-        r#"listen: "127.0.0.1:0"
-app: "127.0.0.1:9"
-admin: "127.0.0.1:0"
-workers: 1
-clients:
+    let digest = support::digest(API_KEY);
+    let config = support::config(&format!(
+        r#"clients:
   - id: {CLIENT}
     api_key_sha256: "{digest}"
     rate: {{ per_second: 10000000, burst: 10000000 }}
@@ -84,8 +81,7 @@ access_log:
   buffer_lines: 65536
 "#,
         dir = dir.path().display()
-    );
-    let config = config::from_yaml(yaml.as_bytes()).unwrap_or_else(|e| panic!("bench config: {e}"));
+    ));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let handles = test_util::handles(config, None);
     Sidecar { handles, runtime, _dir: dir }

@@ -75,6 +75,18 @@ class Bench:
             "oha": tools.version([self.oha_bin, "--version"]) if self.oha_bin else "-",
         }
 
+    def start_proxy(self, name, port, cfg, text, argv, *, ready, metrics, env=None):
+        """Writes the proxy's config `text` to `cfg` and starts it (`argv`) on
+        the proxy CPUs; once `ready` answers it serves on `port` and exports
+        its metrics at `metrics`."""
+        with open(cfg, "w") as f:
+            f.write(text)
+        svc = procs.Service(name, argv, cpus=self.pin["proxy"], log_dir=self.logs, env=env)
+        svc.wait_ready(ready)
+        svc.metrics_url = metrics
+        self.services[name] = svc
+        self.urls[name] = f"http://127.0.0.1:{port}"
+
     def start(self):
         a, pin = self.a, self.pin
         up_port = procs.free_port()
@@ -88,31 +100,21 @@ class Bench:
             port, admin = procs.free_port(), procs.free_port()
             self.access_logs["sidecar"] = os.path.join(self.work, "sidecar-access.log")
             cfg = os.path.join(self.work, "sidecar.yaml")
-            with open(cfg, "w") as f:
-                f.write(configs.sidecar_yaml(listen=f"127.0.0.1:{port}", app=f"127.0.0.1:{up_port}",
-                                             admin=f"127.0.0.1:{admin}", workers=a.workers, work_dir=self.work))
-            svc = procs.Service("sidecar", [self.sidecar_bin, "--config", cfg], cpus=pin["proxy"],
-                                log_dir=self.logs, env={"RUST_LOG": "warn"})
-            svc.wait_ready(f"http://127.0.0.1:{admin}/readyz")
-            svc.metrics_url = f"http://127.0.0.1:{admin}/metrics"
-            self.services["sidecar"] = svc
-            self.urls["sidecar"] = f"http://127.0.0.1:{port}"
+            text = configs.sidecar_yaml(listen=f"127.0.0.1:{port}", app=f"127.0.0.1:{up_port}",
+                                        admin=f"127.0.0.1:{admin}", workers=a.workers, work_dir=self.work)
+            self.start_proxy("sidecar", port, cfg, text, [self.sidecar_bin, "--config", cfg],
+                             ready=f"http://127.0.0.1:{admin}/readyz", metrics=f"http://127.0.0.1:{admin}/metrics",
+                             env={"RUST_LOG": "warn"})
         if "envoy" in a.targets:
             port, admin = procs.free_port(), procs.free_port()
             self.access_logs["envoy"] = os.path.join(self.work, "envoy-access.log")
             cfg = os.path.join(self.work, "envoy.json")
-            with open(cfg, "w") as f:
-                f.write(configs.envoy_yaml(listen_port=port, upstream_port=up_port, admin_port=admin,
-                                           access_log=self.access_logs["envoy"]))
-            svc = procs.Service(
-                "envoy",
-                [self.envoy_bin, "-c", cfg, "--concurrency", str(a.workers), "--log-level", "warn",
-                 "--disable-hot-restart"],
-                cpus=pin["proxy"], log_dir=self.logs)
-            svc.wait_ready(f"http://127.0.0.1:{admin}/ready")
-            svc.metrics_url = f"http://127.0.0.1:{admin}/stats/prometheus"
-            self.services["envoy"] = svc
-            self.urls["envoy"] = f"http://127.0.0.1:{port}"
+            text = configs.envoy_yaml(listen_port=port, upstream_port=up_port, admin_port=admin,
+                                      access_log=self.access_logs["envoy"])
+            argv = [self.envoy_bin, "-c", cfg, "--concurrency", str(a.workers), "--log-level", "warn",
+                    "--disable-hot-restart"]
+            self.start_proxy("envoy", port, cfg, text, argv, ready=f"http://127.0.0.1:{admin}/ready",
+                             metrics=f"http://127.0.0.1:{admin}/stats/prometheus")
         # Every target must answer the benchmark's request with 200 before
         # anything is measured (a 401/403 here means the configs disagree).
         for t, url in self.urls.items():

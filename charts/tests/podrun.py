@@ -194,21 +194,9 @@ class Pod:
             d = self.volume_dirs[v["name"]]
             d.mkdir(parents=True, exist_ok=True)
             if "configMap" in v:
-                ref = v["configMap"]
-                obj = self._find("ConfigMap", ref["name"])
-                if obj is None:
-                    if ref.get("optional"):
-                        continue
-                    raise PodError(f"volume {v['name']}: ConfigMap {ref['name']} does not exist")
-                self._write_items(d, self._data(obj), ref.get("items"), f"ConfigMap {ref['name']}")
+                self._write_source(d, v["name"], "ConfigMap", v["configMap"], v["configMap"]["name"])
             elif "secret" in v:
-                ref = v["secret"]
-                obj = self._find("Secret", ref["secretName"])
-                if obj is None:
-                    if ref.get("optional"):
-                        continue
-                    raise PodError(f"volume {v['name']}: Secret {ref['secretName']} does not exist")
-                self._write_items(d, self._data(obj), ref.get("items"), f"Secret {ref['secretName']}")
+                self._write_source(d, v["name"], "Secret", v["secret"], v["secret"]["secretName"])
             elif "projected" in v:
                 # Several ConfigMaps and Secrets in one directory.
                 for src in v["projected"]["sources"]:
@@ -216,16 +204,21 @@ class Pod:
                     ref = src.get("configMap") or src.get("secret")
                     if ref is None:
                         raise PodError(f"volume {v['name']}: unsupported projected source {sorted(src)}")
-                    obj = self._find(kind, ref["name"])
-                    if obj is None:
-                        if ref.get("optional"):
-                            continue
-                        raise PodError(f"volume {v['name']}: {kind} {ref['name']} does not exist")
-                    self._write_items(d, self._data(obj), ref.get("items"), f"{kind} {ref['name']}")
+                    self._write_source(d, v["name"], kind, ref, ref["name"])
             elif "emptyDir" in v or "persistentVolumeClaim" in v:
                 pass
             else:
                 raise PodError(f"volume {v['name']}: unsupported volume type {sorted(v)}")
+
+    def _write_source(self, d: Path, volume: str, kind: str, ref: dict[str, Any], name: str) -> None:
+        """Writes the items `ref` picks of the ConfigMap or Secret `name`
+        into `d`: nothing when it is missing and `ref` marks it optional."""
+        obj = self._find(kind, name)
+        if obj is None:
+            if ref.get("optional"):
+                return
+            raise PodError(f"volume {volume}: {kind} {name} does not exist")
+        self._write_items(d, self._data(obj), ref.get("items"), f"{kind} {name}")
 
     def _write_items(self, d: Path, data: dict[str, str], items: list[dict[str, Any]] | None, what: str) -> None:
         pairs = [(i["key"], i["path"]) for i in items] if items else [(k, k) for k in data]

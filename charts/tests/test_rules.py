@@ -35,6 +35,12 @@ def pod_alert(severity: str, **extra: str) -> dict[str, Any]:
     return {"exp_labels": {"severity": severity, "namespace": NAMESPACE, "pod": POD["pod"], **extra}}
 
 
+def pod_warning(at: str, name: str, fire: str, quiet: str, **labels: str) -> tuple[str, list, dict, list]:
+    """The case of a warning about one pod read from one series: its values
+    `fire` fire it, its values `quiet` do not."""
+    return (at, [series(name, fire, **labels)], pod_alert("warning"), [series(name, quiet, **labels)])
+
+
 # alert -> (eval time, series that fire it, the labels it fires with,
 #           series that must not fire it)
 CASES: dict[str, tuple[str, list, dict, list]] = {
@@ -62,24 +68,11 @@ CASES: dict[str, tuple[str, list, dict, list]] = {
         pod_alert("warning", component="access_log"),
         [series("paymesh_component_enabled", "1x30", component="access_log")],
     ),
-    "PaymeshSwitchFlapping": (
-        "70m",
-        [series("paymesh_switch_events_total", "0+5x90", component="access_log", state="off")],
-        pod_alert("warning"),
-        [series("paymesh_switch_events_total", "0x30 1x30 2x30", component="access_log", state="off")],
+    "PaymeshSwitchFlapping": pod_warning(
+        "70m", "paymesh_switch_events_total", "0+5x90", "0x30 1x30 2x30", component="access_log", state="off"
     ),
-    "PaymeshTelemetryStale": (
-        "10m",
-        [series("paymesh_telemetry_stale", "1x30")],
-        pod_alert("warning"),
-        [series("paymesh_telemetry_stale", "0x30")],
-    ),
-    "PaymeshEtcdDisconnected": (
-        "10m",
-        [series("paymesh_etcd_connected", "0x30")],
-        pod_alert("warning"),
-        [series("paymesh_etcd_connected", "1x30")],
-    ),
+    "PaymeshTelemetryStale": pod_warning("10m", "paymesh_telemetry_stale", "1x30", "0x30"),
+    "PaymeshEtcdDisconnected": pod_warning("10m", "paymesh_etcd_connected", "0x30", "1x30"),
     "PaymeshEtcdAccessDenied": (
         "20m",
         [series("paymesh_etcd_errors_total", "0+1x30", kind="auth")],
@@ -92,24 +85,9 @@ CASES: dict[str, tuple[str, list, dict, list]] = {
             series("paymesh_etcd_errors_total", "4x30", kind="permission"),
         ],
     ),
-    "PaymeshMigrationValueRefused": (
-        "10m",
-        [series("paymesh_migration_config_errors_total", "0x5 1x25")],
-        pod_alert("warning"),
-        [series("paymesh_migration_config_errors_total", "3x30")],
-    ),
-    "PaymeshConfigReloadRefused": (
-        "10m",
-        [series("paymesh_config_reload_errors_total", "0x5 1x25")],
-        pod_alert("warning"),
-        [series("paymesh_config_reload_errors_total", "2x30")],
-    ),
-    "PaymeshAccessLogDropping": (
-        "20m",
-        [series("paymesh_access_log_dropped_total", "0+10x30")],
-        pod_alert("warning"),
-        [series("paymesh_access_log_dropped_total", "5x30")],
-    ),
+    "PaymeshMigrationValueRefused": pod_warning("10m", "paymesh_migration_config_errors_total", "0x5 1x25", "3x30"),
+    "PaymeshConfigReloadRefused": pod_warning("10m", "paymesh_config_reload_errors_total", "0x5 1x25", "2x30"),
+    "PaymeshAccessLogDropping": pod_warning("20m", "paymesh_access_log_dropped_total", "0+10x30", "5x30"),
     "PaymeshFileDescriptorsNearLimit": (
         "20m",
         [
@@ -155,22 +133,23 @@ def promtool_test(tmp_path: Path, rules: dict[str, Any], tests: list[dict[str, A
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def alert_test(alert: str, at: str, input_series: list, exp_alerts: list, **name: str) -> dict[str, Any]:
+    """One promtool test (optionally `name`d): over `input_series` a minute
+    apart, `alert` at `at` is exactly `exp_alerts`."""
+    return {
+        **name,
+        "interval": "1m",
+        "input_series": input_series,
+        "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": exp_alerts}],
+    }
+
+
 def case_tests(alert: str) -> list[dict[str, Any]]:
     at, fire, fired, quiet = CASES[alert]
     expected = {**fired, "exp_annotations": runbook(alert)}
     return [
-        {
-            "name": f"{alert} fires",
-            "interval": "1m",
-            "input_series": fire,
-            "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": [expected]}],
-        },
-        {
-            "name": f"{alert} stays quiet",
-            "interval": "1m",
-            "input_series": quiet,
-            "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": []}],
-        },
+        alert_test(alert, at, fire, [expected], name=f"{alert} fires"),
+        alert_test(alert, at, quiet, [], name=f"{alert} stays quiet"),
     ]
 
 
@@ -198,17 +177,7 @@ def test_etcd_access_denied_needs_a_lasting_refusal(tmp_path: Path):
     lasting = series("paymesh_etcd_errors_total", "0+2x30", kind="permission")
     burst = series("paymesh_etcd_errors_total", "0 1 2 3x30", kind="auth", pod="paymesh-1")
     expected = {**pod_alert("critical", kind="permission"), "exp_annotations": runbook("PaymeshEtcdAccessDenied")}
-    promtool_test(
-        tmp_path,
-        rules,
-        [
-            {
-                "interval": "1m",
-                "input_series": [lasting, burst],
-                "alert_rule_test": [{"eval_time": "20m", "alertname": "PaymeshEtcdAccessDenied", "exp_alerts": [expected]}],
-            }
-        ],
-    )
+    promtool_test(tmp_path, rules, [alert_test("PaymeshEtcdAccessDenied", "20m", [lasting, burst], [expected])])
 
 
 def test_the_selector_is_configurable(tmp_path: Path):
@@ -221,17 +190,7 @@ def test_the_selector_is_configurable(tmp_path: Path):
         "exp_labels": {"severity": "warning", "namespace": NAMESPACE, "pod": "paymesh-1"},
         "exp_annotations": runbook("PaymeshEtcdDisconnected"),
     }
-    promtool_test(
-        tmp_path,
-        rules,
-        [
-            {
-                "interval": "1m",
-                "input_series": [other, ours],
-                "alert_rule_test": [{"eval_time": "10m", "alertname": "PaymeshEtcdDisconnected", "exp_alerts": [expected]}],
-            }
-        ],
-    )
+    promtool_test(tmp_path, rules, [alert_test("PaymeshEtcdDisconnected", "10m", [other, ours], [expected])])
 
 
 @pytest.mark.binaries

@@ -78,6 +78,12 @@ BAD = [
 
 @pytest.mark.parametrize("override,key", BAD, ids=[k + "-" + str(i) for i, (_, k) in enumerate(BAD)])
 def test_schema_rejects_bad_values(override, key):
+    assert_refused(override, key)
+
+
+def assert_refused(override: dict, key: str) -> None:
+    """The schema refuses `override` with an error naming `key`, by itself
+    and when Helm applies it."""
     errors = list(jsonschema.Draft7Validator(SCHEMA).iter_errors(merged(override)))
     assert errors, f"schema accepted {override}"
     assert any(key in "/".join(map(str, e.absolute_path)) + e.message for e in errors), [e.message for e in errors]

@@ -25,13 +25,20 @@ mod tests {
     #[test]
     fn a_missing_empty_or_foreign_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("missing.pem");
-        assert!(certificates(&missing).unwrap_err().contains("missing.pem"));
-        let empty = dir.path().join("empty.pem");
-        std::fs::write(&empty, "").unwrap();
-        assert!(certificates(&empty).unwrap_err().contains("empty.pem: no certificate found"));
-        let key = dir.path().join("key.pem");
-        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
-        assert!(certificates(&key).unwrap_err().contains("key.pem: no certificate found"));
+        let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        // (file, contents: `None` leaves it missing, the error names)
+        let cases = [
+            ("missing.pem", None, "missing.pem"),
+            ("empty.pem", Some(""), "empty.pem: no certificate found"),
+            ("key.pem", Some(key), "key.pem: no certificate found"),
+        ];
+        for (name, contents, error) in cases {
+            let path = dir.path().join(name);
+            if let Some(contents) = contents {
+                std::fs::write(&path, contents).unwrap();
+            }
+            let err = certificates(&path).unwrap_err();
+            assert!(err.contains(error), "{name}: {err}");
+        }
     }
 }

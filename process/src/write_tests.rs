@@ -9,25 +9,29 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// `dir` holds `cache.json` with `contents`, and nothing else: no
+/// temporary left behind.
+fn assert_only_the_cache(dir: &Path, contents: &[u8]) {
+    assert_eq!(fs::read(dir.join("cache.json")).unwrap(), contents);
+    assert_eq!(names(dir), ["cache.json"]);
+}
+
 #[test]
 fn replaces_the_file_whole_and_leaves_no_temporary() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cache.json");
     write_atomic(&path, b"first").unwrap();
     write_atomic(&path, b"second").unwrap();
-    assert_eq!(fs::read(&path).unwrap(), b"second");
-    assert_eq!(names(dir.path()), ["cache.json"]);
+    assert_only_the_cache(dir.path(), b"second");
 }
 
 #[test]
 fn a_temporary_left_by_a_crash_is_reused() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cache.json");
     fs::write(dir.path().join(".cache.json.tmp"), b"half a write from before a crash, longer than the new one")
         .unwrap();
-    write_atomic(&path, b"new").unwrap();
-    assert_eq!(fs::read(&path).unwrap(), b"new");
-    assert_eq!(names(dir.path()), ["cache.json"]);
+    write_atomic(&dir.path().join("cache.json"), b"new").unwrap();
+    assert_only_the_cache(dir.path(), b"new");
 }
 
 #[test]

@@ -29,8 +29,7 @@ async fn reads_stay_open(sc: &Sidecar) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_file_state_changes_are_refused() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, sc) = echo_sidecar().await;
     ready(&sc).await;
     for (method, path, body) in MUTATING {
         let r = send(method.clone(), &sc.admin_url(path), &[ADMIN_AUTH], *body).await;

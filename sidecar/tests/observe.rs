@@ -9,8 +9,7 @@ use paymesh_system_tests::in_process::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_lines_are_json_with_every_field() {
-    let app = upstream().await;
-    let mut sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, mut sc) = echo_sidecar().await;
     assert_eq!(charge(&sc, CHECKOUT_KEY, "k1").await.status, StatusCode::CREATED);
     assert_eq!(charge(&sc, "sk_bad", "k2").await.status, StatusCode::UNAUTHORIZED);
     let log = sc.access_log_path();
@@ -50,8 +49,7 @@ async fn access_log_lines_are_json_with_every_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shed_access_log_writes_nothing() {
-    let app = upstream().await;
-    let mut sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, mut sc) = echo_sidecar().await;
     sc.running().shared.components.set(Component::AccessLog, false);
     assert_eq!(charge(&sc, CHECKOUT_KEY, "k1").await.status, StatusCode::CREATED);
     sc.running().shared.components.set(Component::AccessLog, true);
@@ -79,8 +77,7 @@ fn allowed(label: &str, value: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metric_families_are_present_with_bounded_labels() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, sc) = echo_sidecar().await;
     assert_eq!(charge(&sc, CHECKOUT_KEY, "k").await.status, StatusCode::CREATED);
     // A request whose path and headers would blow up labels if used.
     let auth = format!("Bearer {CHECKOUT_KEY}");
@@ -132,8 +129,7 @@ async fn metric_families_are_present_with_bounded_labels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detailed_metrics_can_be_shed() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, sc) = echo_sidecar().await;
     sc.running().shared.components.set(Component::DetailedMetrics, false);
     charge(&sc, CHECKOUT_KEY, "k").await;
     let text = String::from_utf8(get(&sc.admin_url("/metrics")).await.body.to_vec()).unwrap();
@@ -154,8 +150,7 @@ async fn detailed_metrics_can_be_shed() {
 async fn a_request_cancelled_before_its_answer_is_logged_and_counted_as_499() {
     use tokio::io::AsyncWriteExt;
 
-    let app = upstream().await;
-    let mut sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, mut sc) = echo_sidecar().await;
     // HTTP/2: the client drops the response future, hyper sends RST_STREAM.
     let (mut sender, req) = h2_get(&sc, "/v1/charges/ch_1", &[("x-test-delay-ms", "3000")]).await;
     let reset = tokio::time::timeout(Duration::from_millis(300), sender.send_request(req)).await;

@@ -10,8 +10,7 @@ use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn good_key_reaches_the_app_with_sidecar_headers_only() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, sc) = echo_sidecar().await;
     let r = send(
         Method::POST,
         &sc.url("/v1/charges?expand=source"),
@@ -47,23 +46,15 @@ async fn good_key_reaches_the_app_with_sidecar_headers_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_request_id_is_kept() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
-    let r = send(
-        Method::GET,
-        &sc.url("/v1/charges/ch_1"),
-        &[("authorization", &format!("Bearer {CHECKOUT_KEY}")), ("x-request-id", "req-from-client-7")],
-        "",
-    )
-    .await;
+    let (_app, sc) = echo_sidecar().await;
+    let r = get_as(&sc, CHECKOUT_KEY, "/v1/charges/ch_1", &[("x-request-id", "req-from-client-7")]).await;
     assert_eq!(r.json()["headers"]["x-request-id"], "req-from-client-7");
     assert_eq!(r.header("x-request-id"), Some("req-from-client-7"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_bad_keys_get_401_and_never_reach_the_app() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (app, sc) = echo_sidecar().await;
     for auth in [None, Some("Bearer sk_wrong"), Some("Basic Y2hlY2tvdXQ="), Some("Bearer ")] {
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", *a)).collect();
         let r = send(Method::POST, &sc.url("/v1/charges"), &headers, "{}").await;
@@ -83,24 +74,22 @@ async fn defaults_pick_the_route_stickily() {
     let sc = sidecar(&config_yaml(app.addr, extra)).await;
     let r = charge(&sc, CHECKOUT_KEY, "k-1").await;
     assert_eq!(r.json()["headers"]["x-paymesh-route"], "orchestration");
-    let auth = format!("Bearer {CHECKOUT_KEY}");
-    let refund = send(Method::GET, &sc.url("/v1/refunds/re_1"), &[("authorization", &auth)], "").await;
+    let refund = get_as(&sc, CHECKOUT_KEY, "/v1/refunds/re_1", &[]).await;
     assert_eq!(refund.json()["headers"]["x-paymesh-route"], "legacy");
-    let other = send(Method::GET, &sc.url("/v1/balance"), &[("authorization", &auth)], "").await;
+    let other = get_as(&sc, CHECKOUT_KEY, "/v1/balance", &[]).await;
     assert_eq!(other.json()["headers"]["x-paymesh-route"], "legacy");
     // At 50% a given key takes the same route every time.
     for i in 0..20 {
         let path = format!("/v1/disbursements/d_{i}");
-        let first = send(Method::GET, &sc.url(&path), &[("authorization", &auth)], "").await;
-        let again = send(Method::GET, &sc.url(&path), &[("authorization", &auth)], "").await;
+        let first = get_as(&sc, CHECKOUT_KEY, &path, &[]).await;
+        let again = get_as(&sc, CHECKOUT_KEY, &path, &[]).await;
         assert_eq!(first.json()["headers"]["x-paymesh-route"], again.json()["headers"]["x-paymesh-route"]);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_gives_429_then_recovers() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, sc) = echo_sidecar().await;
     // payouts: 2 per second, burst 2.
     assert_eq!(charge(&sc, PAYOUTS_KEY, "a").await.status, StatusCode::CREATED);
     assert_eq!(charge(&sc, PAYOUTS_KEY, "b").await.status, StatusCode::CREATED);
@@ -236,8 +225,7 @@ async fn app_down_gives_a_fast_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_answer() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, sc) = echo_sidecar().await;
     assert_eq!(get(&sc.admin_url("/healthz")).await.status, StatusCode::OK);
     ready(&sc).await;
     let state = get(&sc.admin_url("/admin/state")).await.json();
@@ -253,8 +241,7 @@ async fn admin_endpoints_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleartext_http2_is_served() {
-    let app = upstream().await;
-    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    let (_app, sc) = echo_sidecar().await;
     let (mut sender, req) = h2_get(&sc, "/v1/refunds/re_1", &[]).await;
     let res = sender.send_request(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);

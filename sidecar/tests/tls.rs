@@ -10,10 +10,8 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use paymesh_system_tests::in_process::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use paymesh_system_tests::tls::TestCa;
+use rcgen::ExtendedKeyUsagePurpose;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
@@ -21,35 +19,20 @@ use tokio_rustls::TlsConnector;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Self { issuer }
-    }
-
-    /// A leaf for `san`, as (cert PEM, key PEM).
-    fn leaf(&self, san: &str, usage: ExtendedKeyUsagePurpose) -> (String, String) {
-        let mut params = CertificateParams::new(vec![san.to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, san);
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
 fn write(dir: &Path, name: &str, contents: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, contents).unwrap();
     p.to_str().unwrap().to_owned()
+}
+
+/// The config's `tls:` line for a `localhost` server certificate of `ca`,
+/// written into `dir`; with `mtls`, client certificates of `ca` are asked
+/// for too.
+fn tls_section(dir: &Path, ca: &TestCa, mtls: bool) -> String {
+    let (cert, key) = ca.leaf(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert, key) = (write(dir, "tls.crt", &cert), write(dir, "tls.key", &key));
+    let client_ca = if mtls { format!(", client_ca: {}", write(dir, "ca.crt", &ca.pem())) } else { String::new() };
+    format!("tls: {{ cert: {cert}, key: {key}{client_ca} }}\n")
 }
 
 /// One request over a fresh TLS connection; h2 when `h2`, else HTTP/1.1.
@@ -97,16 +80,10 @@ async fn tls_request(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_http1_and_h2() {
     let app = upstream().await;
-    let ca = Ca::new("paymesh test CA");
+    let ca = TestCa::new("paymesh test CA");
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca.leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth);
-    let tls = format!(
-        "tls: {{ cert: {}, key: {} }}\n",
-        write(dir.path(), "tls.crt", &cert),
-        write(dir.path(), "tls.key", &key)
-    );
-    let sc = sidecar(&config_yaml(app.addr, &tls)).await;
-    let ca_pem = ca.issuer.pem();
+    let sc = sidecar(&config_yaml(app.addr, &tls_section(dir.path(), &ca, false))).await;
+    let ca_pem = ca.pem();
     for h2 in [false, true] {
         let (status, echo) = tls_request(sc.proxy, &ca_pem, None, h2, Some(CHECKOUT_KEY)).await.unwrap();
         assert_eq!(status, StatusCode::CREATED, "h2={h2}");
@@ -125,21 +102,14 @@ async fn tls_serves_http1_and_h2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_maps_certificates_to_clients() {
     let app = upstream().await;
-    let ca = Ca::new("paymesh test CA");
+    let ca = TestCa::new("paymesh test CA");
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca.leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth);
-    let tls = format!(
-        "tls: {{ cert: {}, key: {}, client_ca: {} }}\n",
-        write(dir.path(), "tls.crt", &cert),
-        write(dir.path(), "tls.key", &key),
-        write(dir.path(), "ca.crt", &ca.issuer.pem()),
-    );
-    let yaml = config_yaml(app.addr, &tls)
+    let yaml = config_yaml(app.addr, &tls_section(dir.path(), &ca, true))
         .replace("  - id: checkout\n", "  - id: checkout\n    cert_names: [checkout.clients.paymesh.test]\n");
     let sc = sidecar(&yaml).await;
-    let ca_pem = ca.issuer.pem();
-    let checkout = ca.leaf("checkout.clients.paymesh.test", ExtendedKeyUsagePurpose::ClientAuth);
-    let stranger = ca.leaf("stranger.example.test", ExtendedKeyUsagePurpose::ClientAuth);
+    let ca_pem = ca.pem();
+    let checkout = ca.leaf(&["checkout.clients.paymesh.test"], ExtendedKeyUsagePurpose::ClientAuth);
+    let stranger = ca.leaf(&["stranger.example.test"], ExtendedKeyUsagePurpose::ClientAuth);
 
     // The certificate alone authenticates its client.
     let (status, echo) = tls_request(sc.proxy, &ca_pem, Some(&checkout), false, None).await.unwrap();
@@ -156,24 +126,24 @@ async fn mtls_maps_certificates_to_clients() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // No certificate, or one from another CA: no exchange at all.
     assert!(tls_request(sc.proxy, &ca_pem, None, false, Some(CHECKOUT_KEY)).await.is_err());
-    let other_ca = Ca::new("someone else");
-    let forged = other_ca.leaf("checkout.clients.paymesh.test", ExtendedKeyUsagePurpose::ClientAuth);
+    let other_ca = TestCa::new("someone else");
+    let forged = other_ca.leaf(&["checkout.clients.paymesh.test"], ExtendedKeyUsagePurpose::ClientAuth);
     assert!(tls_request(sc.proxy, &ca_pem, Some(&forged), false, None).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_certificate_is_picked_up() {
     let app = upstream().await;
-    let (old_ca, new_ca) = (Ca::new("old CA"), Ca::new("new CA"));
+    let (old_ca, new_ca) = (TestCa::new("old CA"), TestCa::new("new CA"));
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = old_ca.leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert, key) = old_ca.leaf(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
     let (cert_path, key_path) = (write(dir.path(), "tls.crt", &cert), write(dir.path(), "tls.key", &key));
     let sc = sidecar(&config_yaml(app.addr, &format!("tls: {{ cert: {cert_path}, key: {key_path} }}\n"))).await;
-    let (old_pem, new_pem) = (old_ca.issuer.pem(), new_ca.issuer.pem());
+    let (old_pem, new_pem) = (old_ca.pem(), new_ca.pem());
     assert!(tls_request(sc.proxy, &old_pem, None, false, Some(CHECKOUT_KEY)).await.is_ok());
 
     // cert-manager style: new files in place, the config file untouched.
-    let (cert, key) = new_ca.leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert, key) = new_ca.leaf(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
     let staged = dir.path().join("staged");
     std::fs::create_dir(&staged).unwrap();
     std::fs::rename(write(&staged, "tls.key", &key), &key_path).unwrap();

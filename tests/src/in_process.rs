@@ -181,6 +181,14 @@ pub async fn sidecar(yaml: &str) -> Sidecar {
     start_with(dir, config_path).await
 }
 
+/// An [`upstream`] and a [`sidecar`] in front of it on [`config_yaml`] as
+/// it is: where most component tests start. Keep the upstream alive.
+pub async fn echo_sidecar() -> (Upstream, Sidecar) {
+    let app = upstream().await;
+    let sc = sidecar(&config_yaml(app.addr, "")).await;
+    (app, sc)
+}
+
 pub async fn start_with(dir: tempfile::TempDir, config_path: PathBuf) -> Sidecar {
     let loaded = config::load_with_digest(&config_path).unwrap();
     let running = paymesh_sidecar::start(loaded, Some(config_path.clone())).await.unwrap();
@@ -195,6 +203,14 @@ pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: imp
 
 pub async fn get(url: &str) -> Reply {
     send(Method::GET, url, &[], Bytes::new()).await
+}
+
+/// A GET of `path` as the client whose key is `key`, with `headers` too.
+pub async fn get_as(sc: &Sidecar, key: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let auth = format!("Bearer {key}");
+    let headers: Vec<(&str, &str)> =
+        [("authorization", auth.as_str())].into_iter().chain(headers.iter().copied()).collect();
+    send(Method::GET, &sc.url(path), &headers, "").await
 }
 
 /// A POST /v1/charges from the checkout client.

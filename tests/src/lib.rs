@@ -27,6 +27,7 @@ pub mod migration;
 pub mod pod;
 mod prometheus;
 pub mod sidecar;
+pub mod tls;
 pub use etcd::Etcd;
 pub use pod::Pod;
 pub use prometheus::{Job, Prometheus, ServerTls};
@@ -171,46 +172,42 @@ impl Process {
     /// the log, on any other exit or after `timeout`.
     pub async fn ready(&mut self, url: &str, timeout: Duration) -> Option<()> {
         let client = Client::new();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if client.ok(url).await {
-                return Some(());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let log = self.log();
-                assert!(
-                    log.to_lowercase().contains("address already in use"),
-                    "{} exited ({status}) before {url} answered:\n{log}",
-                    self.name
-                );
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("timed out after {timeout:?} waiting for {url} of {}:\n{}", self.name, self.log());
+        self.wait_until(&format!("{url} answered"), timeout, |_| client.ok(url)).await
     }
 
     /// Waits until the log holds `line` (`Some`), for a server that this
     /// crate's plain HTTP client cannot poll (a TLS listener); `None` and
     /// panics as [`Process::ready`].
     pub async fn ready_log(&mut self, line: &str, timeout: Duration) -> Option<()> {
+        let logged = |p: &Process| std::future::ready(p.log().contains(line));
+        self.wait_until(&format!("it logged {line:?}"), timeout, logged).await
+    }
+
+    /// Polls `done` until it holds (`Some`); `None` when the process exited
+    /// first on an address already in use, a panic naming `what` with the
+    /// log on any other exit or after `timeout`. The one start-up wait of
+    /// [`Process::ready`] and [`Process::ready_log`].
+    async fn wait_until<F>(&mut self, what: &str, timeout: Duration, mut done: impl FnMut(&Self) -> F) -> Option<()>
+    where
+        F: Future<Output = bool>,
+    {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.log().contains(line) {
+            if done(self).await {
                 return Some(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 let log = self.log();
                 assert!(
                     log.to_lowercase().contains("address already in use"),
-                    "{} exited ({status}) before logging {line:?}:\n{log}",
+                    "{} exited ({status}) before {what}:\n{log}",
                     self.name
                 );
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("timed out after {timeout:?} waiting for {line:?} from {}:\n{}", self.name, self.log());
+        panic!("timed out after {timeout:?} waiting until {what} ({}):\n{}", self.name, self.log());
     }
 
     /// SIGKILL: a crash, with no chance to flush or clean up.
@@ -400,5 +397,13 @@ impl AppProcess {
             Some(AppProcess { process, url })
         })
         .await
+    }
+
+    /// A reference orchestrator on `dir/data` and the app in front of it,
+    /// both logging to `dir`: the payments service without a sidecar.
+    pub async fn with_orchestrator(dir: &Path) -> (Orchestrator, AppProcess) {
+        let orchestrator = Orchestrator::start(&dir.join("data"), dir, &[]).await;
+        let app = AppProcess::start(&orchestrator.url, dir, &[]).await;
+        (orchestrator, app)
     }
 }

@@ -52,23 +52,22 @@ async fn a_client_override_routes_that_client_while_others_follow_the_feature() 
         let out = ctl(&s.etcd.url, args);
         assert!(out.status.success(), "{}", text(&out));
     };
-    set(&["migration", "set", "charge", "10"]);
-    set(&["migration", "set", "charge", "50", "--client", INTERNAL]);
-    s.wait_percent("charge", 10.0).await;
-    s.wait_client_percent("charge", INTERNAL, Some(50.0)).await;
-
-    let internal = charges(&s, INTERNAL, "k", 2000).await;
-    let checkout = charges(&s, CHECKOUT, "k", 2000).await;
+    // Sets the feature's percent and internal's override, waits until the
+    // sidecar serves both, then charges keys `k-0…` as each client: the
+    // routes (internal's, checkout's).
+    let move_to = async |feature: u32, internal: u32| {
+        set(&["migration", "set", "charge", &feature.to_string()]);
+        set(&["migration", "set", "charge", &internal.to_string(), "--client", INTERNAL]);
+        s.wait_percent("charge", f64::from(feature)).await;
+        s.wait_client_percent("charge", INTERNAL, Some(f64::from(internal))).await;
+        (charges(&s, INTERNAL, "k", 2000).await, charges(&s, CHECKOUT, "k", 2000).await)
+    };
+    let (internal, checkout) = move_to(10, 50).await;
     assert!((0.47..=0.53).contains(&share(&internal)), "internal at 50%: {}", share(&internal));
     assert!((0.07..=0.13).contains(&share(&checkout)), "checkout at the feature's 10%: {}", share(&checkout));
 
     // Raise both; the same keys only ever move legacy → orchestration.
-    set(&["migration", "set", "charge", "40"]);
-    set(&["migration", "set", "charge", "80", "--client", INTERNAL]);
-    s.wait_percent("charge", 40.0).await;
-    s.wait_client_percent("charge", INTERNAL, Some(80.0)).await;
-    let internal_2 = charges(&s, INTERNAL, "k", 2000).await;
-    let checkout_2 = charges(&s, CHECKOUT, "k", 2000).await;
+    let (internal_2, checkout_2) = move_to(40, 80).await;
     assert_only_forward(&internal, &internal_2, INTERNAL);
     assert_only_forward(&checkout, &checkout_2, CHECKOUT);
     assert!((0.77..=0.83).contains(&share(&internal_2)), "internal at 80%: {}", share(&internal_2));

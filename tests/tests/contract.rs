@@ -2,7 +2,7 @@
 //! responses (status and body, ids and timestamps aside) through the legacy
 //! path and through the orchestration path.
 
-use paymesh_system_tests::{AppProcess, Client, Orchestrator, Reply};
+use paymesh_system_tests::{AppProcess, Client, Reply};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -22,19 +22,29 @@ fn post(name: &'static str, path: &'static str, key: &'static str, body: Value) 
     Step { name, method: "POST", path, key: Some(key), body, raw: None }
 }
 
+/// A `POST /v1/charges`.
+fn charge(name: &'static str, key: &'static str, body: Value) -> Step {
+    post(name, "/v1/charges", key, body)
+}
+
+/// A `POST /v1/refunds`.
+fn refund(name: &'static str, key: &'static str, body: Value) -> Step {
+    post(name, "/v1/refunds", key, body)
+}
+
 fn get(name: &'static str, path: &'static str) -> Step {
     Step { name, method: "GET", path, key: None, body: Value::Null, raw: None }
 }
 
 fn script() -> Vec<Step> {
-    let charge = json!({"amount": 1000, "currency": "usd", "source": "tok_visa", "description": "order 1"});
+    let order = json!({"amount": 1000, "currency": "usd", "source": "tok_visa", "description": "order 1"});
     vec![
-        post("charge", "/v1/charges", "charge-1", charge.clone()),
+        charge("charge", "charge-1", order.clone()),
         get("read charge", "/v1/charges/{charge}"),
-        post("partial refund", "/v1/refunds", "refund-1", json!({"charge": "{charge}", "amount": 300})),
-        post("over-refund", "/v1/refunds", "refund-2", json!({"charge": "{charge}", "amount": 701})),
-        post("refund the rest", "/v1/refunds", "refund-3", json!({"charge": "{charge}"})),
-        post("refund a refunded charge", "/v1/refunds", "refund-4", json!({"charge": "{charge}", "amount": 1})),
+        refund("partial refund", "refund-1", json!({"charge": "{charge}", "amount": 300})),
+        refund("over-refund", "refund-2", json!({"charge": "{charge}", "amount": 701})),
+        refund("refund the rest", "refund-3", json!({"charge": "{charge}"})),
+        refund("refund a refunded charge", "refund-4", json!({"charge": "{charge}", "amount": 1})),
         get("read refunded charge", "/v1/charges/{charge}"),
         get("read refund", "/v1/refunds/{refund}"),
         post(
@@ -44,50 +54,27 @@ fn script() -> Vec<Step> {
             json!({"amount": 5000, "currency": "eur", "destination": "acct_42"}),
         ),
         get("read disbursement", "/v1/disbursements/{disbursement}"),
-        post("replay", "/v1/charges", "charge-1", charge),
-        post(
-            "conflicting replay",
-            "/v1/charges",
-            "charge-1",
-            json!({"amount": 999, "currency": "usd", "source": "tok_visa"}),
-        ),
-        post(
-            "zero-decimal currency",
-            "/v1/charges",
-            "charge-jpy",
-            json!({"amount": 5000, "currency": "jpy", "source": "tok_visa"}),
-        ),
-        post(
+        charge("replay", "charge-1", order),
+        charge("conflicting replay", "charge-1", json!({"amount": 999, "currency": "usd", "source": "tok_visa"})),
+        charge("zero-decimal currency", "charge-jpy", json!({"amount": 5000, "currency": "jpy", "source": "tok_visa"})),
+        charge(
             "three-decimal currency",
-            "/v1/charges",
             "charge-kwd",
             json!({"amount": 1234, "currency": "kwd", "source": "tok_visa"}),
         ),
-        post(
-            "risk decline",
-            "/v1/charges",
-            "charge-risky",
-            json!({"amount": 100, "currency": "usd", "source": "tok_risky"}),
-        ),
-        post(
+        charge("risk decline", "charge-risky", json!({"amount": 100, "currency": "usd", "source": "tok_risky"})),
+        charge(
             "risk decline replayed",
-            "/v1/charges",
             "charge-risky",
             json!({"amount": 100, "currency": "usd", "source": "tok_risky"}),
         ),
-        post(
-            "card decline",
-            "/v1/charges",
-            "charge-declined",
-            json!({"amount": 100, "currency": "usd", "source": "tok_declined"}),
-        ),
+        charge("card decline", "charge-declined", json!({"amount": 100, "currency": "usd", "source": "tok_declined"})),
         // Well-formed ids that were never issued: 404 on both paths.
         get("unknown charge", "/v1/charges/ch_doesnotexist000000000000"),
         get("unknown refund", "/v1/refunds/re_doesnotexist000000000000"),
         get("unknown disbursement", "/v1/disbursements/po_doesnotexist000000000000"),
-        post(
+        refund(
             "refund of an unknown charge",
-            "/v1/refunds",
             "refund-5",
             json!({"charge": "ch_doesnotexist000000000000", "amount": 5}),
         ),
@@ -98,65 +85,31 @@ fn script() -> Vec<Step> {
         get("id of another kind", "/v1/charges/re_doesnotexist000000000000"),
         get("id with a space", "/v1/refunds/re_%20x"),
         get("non-canonical path", "//v1/charges/ch_doesnotexist000000000000"),
-        post("refund of a malformed charge id", "/v1/refunds", "refund-6", json!({"charge": "ch_ x"})),
-        post(
-            "refund of an overlong charge id",
-            "/v1/refunds",
-            "refund-7",
-            json!({"charge": "ch_doesnotexist0000000000000"}),
-        ),
-        post("missing amount", "/v1/charges", "bad-1", json!({"currency": "usd", "source": "tok_visa"})),
-        post("negative amount", "/v1/charges", "bad-2", json!({"amount": -1, "currency": "usd", "source": "tok_visa"})),
-        post(
-            "fractional amount",
-            "/v1/charges",
-            "bad-3",
-            json!({"amount": 10.5, "currency": "usd", "source": "tok_visa"}),
-        ),
-        post(
-            "too large amount",
-            "/v1/charges",
-            "bad-4",
-            json!({"amount": 100_000_000, "currency": "usd", "source": "tok_visa"}),
-        ),
-        post(
-            "uppercase currency",
-            "/v1/charges",
-            "bad-5",
-            json!({"amount": 100, "currency": "USD", "source": "tok_visa"}),
-        ),
-        post(
-            "unknown currency",
-            "/v1/charges",
-            "bad-6",
-            json!({"amount": 100, "currency": "abc", "source": "tok_visa"}),
-        ),
-        post(
+        refund("refund of a malformed charge id", "refund-6", json!({"charge": "ch_ x"})),
+        refund("refund of an overlong charge id", "refund-7", json!({"charge": "ch_doesnotexist0000000000000"})),
+        charge("missing amount", "bad-1", json!({"currency": "usd", "source": "tok_visa"})),
+        charge("negative amount", "bad-2", json!({"amount": -1, "currency": "usd", "source": "tok_visa"})),
+        charge("fractional amount", "bad-3", json!({"amount": 10.5, "currency": "usd", "source": "tok_visa"})),
+        charge("too large amount", "bad-4", json!({"amount": 100_000_000, "currency": "usd", "source": "tok_visa"})),
+        charge("uppercase currency", "bad-5", json!({"amount": 100, "currency": "USD", "source": "tok_visa"})),
+        charge("unknown currency", "bad-6", json!({"amount": 100, "currency": "abc", "source": "tok_visa"})),
+        charge(
             "unknown field",
-            "/v1/charges",
             "bad-7",
             json!({"amount": 100, "currency": "usd", "source": "tok_visa", "customer": "x"}),
         ),
-        post("bad charge id", "/v1/refunds", "bad-8", json!({"charge": "order_1"})),
+        refund("bad charge id", "bad-8", json!({"charge": "order_1"})),
         post(
             "bad destination",
             "/v1/disbursements",
             "bad-9",
             json!({"amount": 1, "currency": "usd", "destination": "iban"}),
         ),
-        Step {
-            raw: Some(b"{\"amount\": 100,".to_vec()),
-            ..post("malformed JSON", "/v1/charges", "bad-10", Value::Null)
-        },
-        Step { raw: Some(vec![b' '; 65 * 1024]), ..post("body too large", "/v1/charges", "bad-11", Value::Null) },
+        Step { raw: Some(b"{\"amount\": 100,".to_vec()), ..charge("malformed JSON", "bad-10", Value::Null) },
+        Step { raw: Some(vec![b' '; 65 * 1024]), ..charge("body too large", "bad-11", Value::Null) },
         Step {
             key: None,
-            ..post(
-                "missing idempotency key",
-                "/v1/charges",
-                "",
-                json!({"amount": 100, "currency": "usd", "source": "tok_visa"}),
-            )
+            ..charge("missing idempotency key", "", json!({"amount": 100, "currency": "usd", "source": "tok_visa"}))
         },
         get("unknown path", "/v2/charges"),
         Step { method: "DELETE", ..get("wrong method", "/v1/charges/{charge}") },
@@ -228,8 +181,7 @@ async fn run(client: &Client, app: &str, route: &str) -> Vec<(String, u16, Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_paths_answer_the_script_identically() {
     let dir = tempfile::tempdir().unwrap();
-    let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &[]).await;
-    let app = AppProcess::start(&orchestrator.url, dir.path(), &[]).await;
+    let (_orchestrator, app) = AppProcess::with_orchestrator(dir.path()).await;
     let client = Client::new();
 
     let legacy = run(&client, &app.url, "legacy").await;
@@ -290,8 +242,7 @@ async fn both_paths_answer_the_script_identically() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_made_on_one_path_reads_the_same_on_the_other() {
     let dir = tempfile::tempdir().unwrap();
-    let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &[]).await;
-    let app = AppProcess::start(&orchestrator.url, dir.path(), &[]).await;
+    let (_orchestrator, app) = AppProcess::with_orchestrator(dir.path()).await;
     let client = Client::new();
     let body = json!({"amount": 2500, "currency": "gbp", "source": "tok_visa"});
     let made = client

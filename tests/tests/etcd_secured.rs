@@ -53,9 +53,11 @@ async fn secured_etcd(dir: &Path, tls: bool, auth: bool) -> Etcd {
 }
 
 impl Stack {
-    async fn start(etcd: impl AsyncFnOnce(&Path) -> Etcd, access: impl FnOnce(&Etcd) -> Access) -> Stack {
+    /// The stack on a [`secured_etcd`] (`tls`, `auth`) that the sidecar
+    /// reaches with `access`.
+    async fn start(tls: bool, auth: bool, access: impl FnOnce(&Etcd) -> Access) -> Stack {
         let dir = tempfile::tempdir().unwrap();
-        let etcd = etcd(dir.path()).await;
+        let etcd = secured_etcd(dir.path(), tls, auth).await;
         let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &[]).await;
         let app = AppProcess::start(&orchestrator.url, dir.path(), &["--timeout", "2s"]).await;
         let app_addr = app.url.trim_start_matches("http://").to_owned();
@@ -142,6 +144,11 @@ fn migration_yaml(etcd: &str, dir: &Path, access: &Access) -> String {
 }
 
 /// With a client certificate etcd accepts.
+/// Plain http with etcd auth as `name`.
+fn user(name: &'static str, password: &'static str) -> Access {
+    Access { user: Some((name, password)), ..Access::default() }
+}
+
 fn mtls(etcd: &Etcd) -> Access {
     let c = etcd.certs.as_ref().expect("a TLS etcd");
     Access { ca: Some(c.ca.clone()), client_cert: Some((c.client_cert.clone(), c.client_key.clone())), user: None }
@@ -149,7 +156,7 @@ fn mtls(etcd: &Etcd) -> Access {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_percent_arrives_over_tls_with_a_client_certificate() {
-    let s = Stack::start(async |dir| secured_etcd(dir, true, false).await, mtls).await;
+    let s = Stack::start(true, false, mtls).await;
     s.etcd.put("/paymesh/migration/charge", "30");
     s.wait_percent("charge", 30.0).await;
     let state = s.sidecar.state().await;
@@ -160,11 +167,7 @@ async fn a_percent_arrives_over_tls_with_a_client_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_percent_arrives_as_an_etcd_user_with_the_least_privilege() {
-    let s = Stack::start(
-        async |dir| secured_etcd(dir, false, true).await,
-        |_| Access { user: Some(("paymesh", PAYMESH_PASSWORD)), ..Access::default() },
-    )
-    .await;
+    let s = Stack::start(false, true, |_| user("paymesh", PAYMESH_PASSWORD)).await;
     s.etcd.put("/paymesh/migration/refund", "12.5");
     s.wait_percent("refund", 12.5).await;
     s.etcd.put("/paymesh/migration/refund", "40");
@@ -176,35 +179,24 @@ async fn a_percent_arrives_as_an_etcd_user_with_the_least_privilege() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wrong_password_is_an_auth_error_and_serving_goes_on() {
-    let s = Stack::start(
-        async |dir| secured_etcd(dir, false, true).await,
-        |_| Access { user: Some(("paymesh", "not-the-password")), ..Access::default() },
-    )
-    .await;
+    let s = Stack::start(false, true, |_| user("paymesh", "not-the-password")).await;
     s.expect_trouble("auth", "etcd refused the credentials").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_untrusted_server_certificate_is_a_connect_error_and_serving_goes_on() {
-    let s = Stack::start(
-        async |dir| secured_etcd(dir, true, false).await,
-        |etcd| {
-            let c = etcd.certs.as_ref().unwrap();
-            // The right client certificate, the wrong CA for etcd's.
-            Access { ca: Some(c.other_ca.clone()), ..mtls(etcd) }
-        },
-    )
+    let s = Stack::start(true, false, |etcd| {
+        let c = etcd.certs.as_ref().unwrap();
+        // The right client certificate, the wrong CA for etcd's.
+        Access { ca: Some(c.other_ca.clone()), ..mtls(etcd) }
+    })
     .await;
     s.expect_trouble("connect", "etcd TLS handshake failed on a certificate").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_missing_permission_is_a_permission_error_and_serving_goes_on() {
-    let s = Stack::start(
-        async |dir| secured_etcd(dir, false, true).await,
-        |_| Access { user: Some(("switch-only", PAYMESH_PASSWORD)), ..Access::default() },
-    )
-    .await;
+    let s = Stack::start(false, true, |_| user("switch-only", PAYMESH_PASSWORD)).await;
     s.expect_trouble("permission", "etcd denied permission").await;
 }
 
@@ -225,11 +217,7 @@ fn ctl(args: &[&str], env: &[(&str, &Path)]) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paymeshctl_sets_percents_through_tls_and_auth() {
-    let s = Stack::start(
-        async |dir| secured_etcd(dir, true, true).await,
-        |etcd| Access { user: Some(("paymesh", PAYMESH_PASSWORD)), ..mtls(etcd) },
-    )
-    .await;
+    let s = Stack::start(true, true, |etcd| Access { user: Some(("paymesh", PAYMESH_PASSWORD)), ..mtls(etcd) }).await;
     let c = s.etcd.certs.clone().unwrap();
     let password = s.file("operator-password", &format!("{OPERATOR_PASSWORD}\n"));
     let [ca, cert, key, pw] = [&c.ca, &c.client_cert, &c.client_key, &password].map(|p| p.to_str().unwrap());
@@ -295,11 +283,7 @@ async fn paymeshctl_sets_percents_through_tls_and_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paymeshctl_ramps_through_tls_and_auth() {
-    let s = Stack::start(
-        async |dir| secured_etcd(dir, true, true).await,
-        |etcd| Access { user: Some(("paymesh", PAYMESH_PASSWORD)), ..mtls(etcd) },
-    )
-    .await;
+    let s = Stack::start(true, true, |etcd| Access { user: Some(("paymesh", PAYMESH_PASSWORD)), ..mtls(etcd) }).await;
     let c = s.etcd.certs.clone().unwrap();
     let password = s.file("operator-password", OPERATOR_PASSWORD);
     let env: Vec<(&'static str, PathBuf)> = vec![

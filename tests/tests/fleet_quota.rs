@@ -28,14 +28,19 @@ struct Fleet {
     app: String,
     members: Vec<Member>,
     dir: tempfile::TempDir,
+    /// Held while the fleet lives, dropped after its processes: one test
+    /// at a time.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Fleet {
+    /// `n` members, once no other test holds a fleet.
     async fn start(n: usize) -> Fleet {
+        let serial = SERIAL.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let etcd = Etcd::start(dir.path()).await;
         let (upstream, app) = upstream(dir.path());
-        let mut fleet = Fleet { etcd, _upstream: upstream, app, members: Vec::new(), dir };
+        let mut fleet = Fleet { etcd, _upstream: upstream, app, members: Vec::new(), dir, _serial: serial };
         for i in 0..n {
             fleet.add(&format!("pod-{i}")).await;
         }
@@ -63,6 +68,19 @@ impl Fleet {
         .await;
     }
 
+    /// Until every member's fleet section is in `mode`.
+    async fn wait_mode(&self, mode: &str, timeout: Duration) {
+        eventually(timeout, &format!("every member in mode {mode}"), || async {
+            for m in &self.members {
+                if m.mode().await != mode {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+
     fn urls(&self) -> Vec<String> {
         self.members.iter().map(|m| m.url.clone()).collect()
     }
@@ -74,7 +92,6 @@ fn secs(s: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uneven_load_across_four_sidecars_admits_the_fleet_rate() {
-    let _one = SERIAL.lock().await;
     let f = Fleet::start(4).await;
     // Measured from 3 s to 9 s; the load runs on while paymeshctl looks.
     let load = Load::start(&f.urls(), &[700, 100, 100, 100], secs(11.0));
@@ -113,7 +130,6 @@ async fn uneven_load_across_four_sidecars_admits_the_fleet_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_member_records_are_refused_and_cannot_starve_a_member() {
-    let _one = SERIAL.lock().await;
     let f = Fleet::start(2).await;
     let _load = Load::start(&f.urls(), &[200, 200], secs(8.0));
     let greedy = r#"{"v":1,"pod":"greedy","at_ms":1,"interval_ms":1000,"reports":9,"clients":{"checkout":{"admitted":10000000,"refused":0,"share":0}}}"#;
@@ -164,7 +180,6 @@ async fn hostile_member_records_are_refused_and_cannot_starve_a_member() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_sidecars_share_moves_to_the_others_within_two_lease_ttls() {
-    let _one = SERIAL.lock().await;
     let mut f = Fleet::start(4).await;
     let load = Load::start(&f.urls(), &[250, 250, 250, 250], secs(14.0));
     tokio::time::sleep(secs(3.0)).await;
@@ -192,7 +207,6 @@ async fn a_dead_sidecars_share_moves_to_the_others_within_two_lease_ttls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_sidecar_joins_without_overshoot() {
-    let _one = SERIAL.lock().await;
     let mut f = Fleet::start(3).await;
     let load = Load::start(&f.urls(), &[200, 200, 200], secs(16.0));
     tokio::time::sleep(secs(3.0)).await;
@@ -221,7 +235,6 @@ async fn a_new_sidecar_joins_without_overshoot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_etcd_the_limit_holds_within_the_fallback_bound() {
-    let _one = SERIAL.lock().await;
     let mut f = Fleet::start(4).await;
     let load = Load::start(&f.urls(), &[700, 100, 100, 100], secs(14.0));
     tokio::time::sleep(secs(3.0)).await;
@@ -230,15 +243,7 @@ async fn without_etcd_the_limit_holds_within_the_fallback_bound() {
     // Within the grace period (2 s) the last shares stand.
     tokio::time::sleep(secs(0.5)).await;
     assert_eq!(f.members[1].mode().await, "grace");
-    eventually(secs(4.0), "every member to fall back", || async {
-        for m in &f.members {
-            if m.mode().await != "fallback" {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    f.wait_mode("fallback", secs(4.0)).await;
     for m in &f.members {
         let share = m.share().await.unwrap();
         assert!((share - RATE / 4.0).abs() < 1e-6, "fallback share is rate / last member count: {share}");
@@ -253,13 +258,5 @@ async fn without_etcd_the_limit_holds_within_the_fallback_bound() {
     assert!(after >= RATE * 0.9, "each member still admits its quarter: {after:.1}");
     // etcd back: every member rejoins and shares follow demand again.
     f.etcd.restart(f.dir.path()).await;
-    eventually(secs(10.0), "every member to be live again", || async {
-        for m in &f.members {
-            if m.mode().await != "live" {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    f.wait_mode("live", secs(10.0)).await;
 }

@@ -146,8 +146,7 @@ async fn running_executions_are_polled_and_concurrent_duplicates_get_409() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_both_services_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &[]).await;
-    let mut app = AppProcess::start(&orchestrator.url, dir.path(), &[]).await;
+    let (mut orchestrator, mut app) = AppProcess::with_orchestrator(dir.path()).await;
     let reply = Client::new()
         .post(
             &format!("{}/v1/charges", app.url),
@@ -166,8 +165,7 @@ async fn sigterm_stops_both_services_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_and_client_headers() {
     let dir = tempfile::tempdir().unwrap();
-    let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &[]).await;
-    let app = AppProcess::start(&orchestrator.url, dir.path(), &[]).await;
+    let (_orchestrator, app) = AppProcess::with_orchestrator(dir.path()).await;
     let client = Client::new();
     let url = format!("{}/v1/charges", app.url);
     let body = json!({"amount": 100, "currency": "usd", "source": "tok_visa"});

@@ -3,42 +3,11 @@
 //! the clean 503 of a TLS session that cannot be had, and one orchestration
 //! service per feature, with refunds following their charges.
 
+use paymesh_system_tests::tls::TestCa;
 use paymesh_system_tests::{AppProcess, Client, Orchestrator, OrchestratorTls, Reply, bin};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-
-/// A test certificate authority.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        Ca { issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
-    }
-
-    /// Writes `<name>.pem` and `<name>.key` for a leaf naming `sans`.
-    fn leaf(&self, dir: &Path, name: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf) {
-        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (write(dir, &format!("{name}.pem"), &cert.pem()), write(dir, &format!("{name}.key"), &key.serialize_pem()))
-    }
-
-    fn write_cert(&self, dir: &Path, name: &str) -> PathBuf {
-        write(dir, name, &self.issuer.pem())
-    }
-}
 
 fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
@@ -59,12 +28,25 @@ struct Pki {
 }
 
 fn pki(dir: &Path) -> Pki {
-    let ca = Ca::new("paymesh test CA");
+    let ca = TestCa::new("paymesh test CA");
+    // Writes `<name>.pem` and `<name>.key` for a leaf naming `sans`.
+    let leaf = |name: &str, sans: &[&str], usage| {
+        let (cert, key) = ca.leaf(sans, usage);
+        (write(dir, &format!("{name}.pem"), &cert), write(dir, &format!("{name}.key"), &key))
+    };
     Pki {
-        ca: ca.write_cert(dir, "ca.pem"),
-        server: ca.leaf(dir, "orchestrator", &["127.0.0.1", "localhost"], ExtendedKeyUsagePurpose::ServerAuth),
-        client: ca.leaf(dir, "app", &["app.paymesh.test"], ExtendedKeyUsagePurpose::ClientAuth),
+        ca: write(dir, "ca.pem", &ca.pem()),
+        server: leaf("orchestrator", &["127.0.0.1", "localhost"], ExtendedKeyUsagePurpose::ServerAuth),
+        client: leaf("app", &["app.paymesh.test"], ExtendedKeyUsagePurpose::ClientAuth),
     }
+}
+
+/// The orchestrator serving TLS with `pki`'s server certificate; with
+/// `mtls`, it asks for a client certificate of `pki`'s CA.
+async fn tls_orchestrator(dir: &Path, pki: &Pki, mtls: bool) -> Orchestrator {
+    let client_ca = mtls.then_some(pki.ca.as_path());
+    let tls = OrchestratorTls { cert: &pki.server.0, key: &pki.server.1, client_ca };
+    Orchestrator::start_tls(&dir.join("data"), dir, tls, &[]).await
 }
 
 fn headers<'a>(route: &'a str, key: &'a str) -> [(&'a str, &'a str); 2] {
@@ -83,6 +65,24 @@ async fn charge_and_read(client: &Client, app: &AppProcess, route: &str, key: &s
     id
 }
 
+/// Refunds `amount` of `charge` through the orchestration path: 201, the
+/// refund's id.
+async fn refund(client: &Client, app: &AppProcess, charge: &str, amount: u64, key: &str) -> String {
+    let body = json!({"charge": charge, "amount": amount});
+    let refunded = client.post(&format!("{}/v1/refunds", app.url), &headers("orchestration", key), &body).await;
+    assert_eq!(refunded.status, 201, "{}", refunded.json());
+    refunded.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// A charge with `key` is a clean 503 on both paths.
+async fn assert_charges_unavailable(client: &Client, app: &AppProcess, key: &str) {
+    for route in ["orchestration", "legacy"] {
+        let body = json!({"amount": 100, "currency": "usd", "source": "tok_visa"});
+        let reply = client.post(&format!("{}/v1/charges", app.url), &headers(route, key), &body).await;
+        assert_unavailable(&reply);
+    }
+}
+
 fn assert_unavailable(reply: &Reply) {
     assert_eq!(reply.status, 503, "{}", reply.json());
     assert_eq!(reply.error_code(), "service_unavailable");
@@ -93,8 +93,7 @@ fn assert_unavailable(reply: &Reply) {
 async fn the_app_reaches_a_tls_orchestrator_on_both_paths() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let tls = OrchestratorTls { cert: &pki.server.0, key: &pki.server.1, client_ca: None };
-    let orchestrator = Orchestrator::start_tls(&dir.path().join("data"), dir.path(), tls, &[]).await;
+    let orchestrator = tls_orchestrator(dir.path(), &pki, false).await;
     assert!(orchestrator.url.starts_with("https://"));
     let app = AppProcess::start(&orchestrator.url, dir.path(), &["--orchestrator-ca", s(&pki.ca)]).await;
     let client = Client::new();
@@ -107,8 +106,7 @@ async fn the_app_reaches_a_tls_orchestrator_on_both_paths() {
 async fn the_app_presents_its_certificate_to_an_mtls_orchestrator() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let tls = OrchestratorTls { cert: &pki.server.0, key: &pki.server.1, client_ca: Some(&pki.ca) };
-    let orchestrator = Orchestrator::start_tls(&dir.path().join("data"), dir.path(), tls, &[]).await;
+    let orchestrator = tls_orchestrator(dir.path(), &pki, true).await;
     let app = AppProcess::start(
         &orchestrator.url,
         dir.path(),
@@ -124,19 +122,13 @@ async fn the_app_presents_its_certificate_to_an_mtls_orchestrator() {
     .await;
     let client = Client::new();
     let id = charge_and_read(&client, &app, "orchestration", "mtls-1").await;
-    let refund = json!({"charge": id, "amount": 250});
-    let refunded = client.post(&format!("{}/v1/refunds", app.url), &headers("orchestration", "mtls-r"), &refund).await;
-    assert_eq!(refunded.status, 201, "{}", refunded.json());
+    refund(&client, &app, &id, 250, "mtls-r").await;
 
     // Without a client certificate the server refuses the session: nothing
     // reached the service, so a clean 503 the client may retry, and the log
     // says why.
     let anonymous = AppProcess::start(&orchestrator.url, dir.path(), &["--orchestrator-ca", s(&pki.ca)]).await;
-    for route in ["orchestration", "legacy"] {
-        let body = json!({"amount": 100, "currency": "usd", "source": "tok_visa"});
-        let reply = client.post(&format!("{}/v1/charges", anonymous.url), &headers(route, "mtls-2"), &body).await;
-        assert_unavailable(&reply);
-    }
+    assert_charges_unavailable(&client, &anonymous, "mtls-2").await;
     let log = anonymous.process.log();
     assert!(log.contains("CertificateRequired"), "the log names the missing certificate:\n{log}");
 }
@@ -145,19 +137,14 @@ async fn the_app_presents_its_certificate_to_an_mtls_orchestrator() {
 async fn an_untrusted_server_certificate_is_a_clean_503() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let tls = OrchestratorTls { cert: &pki.server.0, key: &pki.server.1, client_ca: None };
-    let orchestrator = Orchestrator::start_tls(&dir.path().join("data"), dir.path(), tls, &[]).await;
+    let orchestrator = tls_orchestrator(dir.path(), &pki, false).await;
     // Another CA than the one that signed the orchestrator's certificate,
     // and the host's trust store: neither trusts it.
-    let other = Ca::new("someone else").write_cert(dir.path(), "other-ca.pem");
+    let other = write(dir.path(), "other-ca.pem", &TestCa::new("someone else").pem());
     let client = Client::new();
     for extra in [&["--orchestrator-ca", s(&other)][..], &[]] {
         let app = AppProcess::start(&orchestrator.url, dir.path(), extra).await;
-        for route in ["orchestration", "legacy"] {
-            let body = json!({"amount": 100, "currency": "usd", "source": "tok_visa"});
-            let reply = client.post(&format!("{}/v1/charges", app.url), &headers(route, "untrusted"), &body).await;
-            assert_unavailable(&reply);
-        }
+        assert_charges_unavailable(&client, &app, "untrusted").await;
         let read = client
             .get(
                 &format!("{}/v1/charges/ch_000000000000000000000000", app.url),
@@ -175,17 +162,31 @@ async fn status_at(client: &Client, orchestrator: &Orchestrator, path: &str) -> 
     client.get(&format!("{}{path}?any_client=1", orchestrator.url), &[]).await.status.as_u16()
 }
 
+/// An app whose orchestration service is one orchestrator but for
+/// `feature`, which a second one serves (`--orchestrator-<feature>`):
+/// (their directory, the default service, the feature's, the app).
+async fn split_services(feature: &str) -> (tempfile::TempDir, Orchestrator, Orchestrator, AppProcess) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let default = Orchestrator::start(&dir.join("default"), dir, &[]).await;
+    let own = Orchestrator::start(&dir.join(feature), dir, &[]).await;
+    let app = AppProcess::start(&default.url, dir, &[&format!("--orchestrator-{feature}"), &own.url]).await;
+    (tmp, default, own, app)
+}
+
+/// The workflow at `path` is on `home` (200) and not on `other` (404).
+async fn assert_served_by(client: &Client, path: &str, home: &Orchestrator, other: &Orchestrator) {
+    assert_eq!(status_at(client, home, path).await, 200, "{path} on its own service");
+    assert_eq!(status_at(client, other, path).await, 404, "{path} on the other service");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_feature_reaches_its_own_orchestration_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let charges = Orchestrator::start(&dir.path().join("charges"), dir.path(), &[]).await;
-    let payouts = Orchestrator::start(&dir.path().join("payouts"), dir.path(), &[]).await;
-    let app = AppProcess::start(&charges.url, dir.path(), &["--orchestrator-disbursement", &payouts.url]).await;
+    let (_dir, charges, payouts, app) = split_services("disbursement").await;
     let client = Client::new();
 
     let charge = charge_and_read(&client, &app, "orchestration", "pf-1").await;
-    assert_eq!(status_at(&client, &charges, &format!("/workflows/v1/charges/{charge}")).await, 200);
-    assert_eq!(status_at(&client, &payouts, &format!("/workflows/v1/charges/{charge}")).await, 404);
+    assert_served_by(&client, &format!("/workflows/v1/charges/{charge}"), &charges, &payouts).await;
 
     let body = json!({"amount": 700, "currency": "usd", "destination": "acct_1"});
     let paid = client.post(&format!("{}/v1/disbursements", app.url), &headers("orchestration", "pf-2"), &body).await;
@@ -194,32 +195,20 @@ async fn each_feature_reaches_its_own_orchestration_service() {
     let read =
         client.get(&format!("{}/v1/disbursements/{payout}", app.url), &[("x-paymesh-route", "orchestration")]).await;
     assert_eq!(read.status, 200, "{}", read.json());
-    assert_eq!(status_at(&client, &payouts, &format!("/workflows/v1/payouts/{payout}")).await, 200);
-    assert_eq!(status_at(&client, &charges, &format!("/workflows/v1/payouts/{payout}")).await, 404);
+    assert_served_by(&client, &format!("/workflows/v1/payouts/{payout}"), &payouts, &charges).await;
 
     // The refund reaches the charge's service, where the charge is.
-    let refund = json!({"charge": charge, "amount": 250});
-    let refunded = client.post(&format!("{}/v1/refunds", app.url), &headers("orchestration", "pf-3"), &refund).await;
-    assert_eq!(refunded.status, 201, "{}", refunded.json());
-    let refund = refunded.json()["id"].as_str().unwrap().to_owned();
-    assert_eq!(status_at(&client, &charges, &format!("/workflows/v1/refunds/{refund}")).await, 200);
-    assert_eq!(status_at(&client, &payouts, &format!("/workflows/v1/refunds/{refund}")).await, 404);
+    let refund = refund(&client, &app, &charge, 250, "pf-3").await;
+    assert_served_by(&client, &format!("/workflows/v1/refunds/{refund}"), &charges, &payouts).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunds_follow_a_charge_service_of_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let default = Orchestrator::start(&dir.path().join("default"), dir.path(), &[]).await;
-    let charges = Orchestrator::start(&dir.path().join("charges"), dir.path(), &[]).await;
-    let app = AppProcess::start(&default.url, dir.path(), &["--orchestrator-charge", &charges.url]).await;
+    let (_dir, default, charges, app) = split_services("charge").await;
     let client = Client::new();
     let charge = charge_and_read(&client, &app, "orchestration", "rf-1").await;
-    let refund = json!({"charge": charge, "amount": 300});
-    let refunded = client.post(&format!("{}/v1/refunds", app.url), &headers("orchestration", "rf-2"), &refund).await;
-    assert_eq!(refunded.status, 201, "{}", refunded.json());
-    let refund = refunded.json()["id"].as_str().unwrap().to_owned();
-    assert_eq!(status_at(&client, &charges, &format!("/workflows/v1/refunds/{refund}")).await, 200);
-    assert_eq!(status_at(&client, &default, &format!("/workflows/v1/refunds/{refund}")).await, 404);
+    let refund = refund(&client, &app, &charge, 300, "rf-2").await;
+    assert_served_by(&client, &format!("/workflows/v1/refunds/{refund}"), &charges, &default).await;
     assert_eq!(status_at(&client, &default, &format!("/workflows/v1/charges/{charge}")).await, 404);
 }
 

@@ -10,6 +10,7 @@ use paymesh_system_tests::migration::{CHECKOUT, Ctl, Stack, ctl, ramp_args, text
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
 
 const LOCK: &str = "/paymesh/locks/ramp/charge";
 
@@ -17,12 +18,25 @@ fn history(s: &Stack) -> String {
     String::from_utf8_lossy(&ctl(&s.etcd.url, &["migration", "history", "charge"]).stdout).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_operators_set_during_a_ramp_stops_it_at_once_and_is_never_overwritten() {
+/// A ramp of charge to 100% in `step`s of `interval`, judged on the
+/// stack's sidecars, running in the background.
+fn ramp_charge(s: &Stack, step: &str, interval: &str) -> Ctl {
+    Ctl::spawn(&s.etcd.url, &ramp_args("charge", "100", step, interval, &["--sidecars", &s.admins()]))
+}
+
+/// A one-sidecar stack under checkout traffic and a [`ramp_charge`] that
+/// has written `percent`: (stack, traffic, ramp).
+async fn mid_ramp(step: &str, interval: &str, percent: f64) -> (Stack, JoinHandle<()>, Ctl) {
     let s = Stack::start(1, "").await;
     let load = traffic(s.sidecar().url.clone(), CHECKOUT);
-    let ramp = Ctl::spawn(&s.etcd.url, &ramp_args("charge", "100", "20", "3s", &["--sidecars", &s.admins()]));
-    s.wait_percent("charge", 20.0).await;
+    let ramp = ramp_charge(&s, step, interval);
+    s.wait_percent("charge", percent).await;
+    (s, load, ramp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operators_set_during_a_ramp_stops_it_at_once_and_is_never_overwritten() {
+    let (s, load, ramp) = mid_ramp("20", "3s", 20.0).await;
 
     // The README's "roll back at once".
     let set = ctl(&s.etcd.url, &["migration", "set", "charge", "0"]);
@@ -48,10 +62,7 @@ async fn an_operators_set_during_a_ramp_stops_it_at_once_and_is_never_overwritte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_ramp_on_the_same_feature_is_refused_and_a_crashed_ones_lock_expires() {
-    let s = Stack::start(1, "").await;
-    let load = traffic(s.sidecar().url.clone(), CHECKOUT);
-    let first = Ctl::spawn(&s.etcd.url, &ramp_args("charge", "100", "10", "5s", &["--sidecars", &s.admins()]));
-    s.wait_percent("charge", 10.0).await;
+    let (s, load, first) = mid_ramp("10", "5s", 10.0).await;
 
     let second = ctl(
         &s.etcd.url,
@@ -84,11 +95,8 @@ async fn a_second_ramp_on_the_same_feature_is_refused_and_a_crashed_ones_lock_ex
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_mid_ramp_leaves_the_last_healthy_percent_and_releases_the_lock() {
-    let s = Stack::start(1, "").await;
-    let load = traffic(s.sidecar().url.clone(), CHECKOUT);
-    let ramp = Ctl::spawn(&s.etcd.url, &ramp_args("charge", "100", "20", "2s", &["--sidecars", &s.admins()]));
     // 20% was judged healthy once 40% is written.
-    s.wait_percent("charge", 40.0).await;
+    let (s, load, ramp) = mid_ramp("20", "2s", 40.0).await;
     ramp.signal(Signal::SIGTERM);
     let out = ramp.output(Duration::from_secs(10)).await;
     load.abort();
@@ -102,7 +110,7 @@ async fn sigterm_mid_ramp_leaves_the_last_healthy_percent_and_releases_the_lock(
     assert!(h.lines().last().is_some_and(|l| l.contains("stopped") && l.contains("SIGTERM")), "{h}");
 
     // And SIGINT (Ctrl-C) alike; the next ramp takes the lock at once.
-    let ramp = Ctl::spawn(&s.etcd.url, &ramp_args("charge", "100", "20", "30s", &["--sidecars", &s.admins()]));
+    let ramp = ramp_charge(&s, "20", "30s");
     s.wait_percent("charge", 40.0).await;
     ramp.signal(Signal::SIGINT);
     let out = ramp.output(Duration::from_secs(10)).await;
@@ -115,7 +123,7 @@ fn now_ms() -> u64 {
 }
 
 /// A hot host: fresh telemetry at 99 % CPU every 100 ms.
-fn hot_telemetry(path: &Path) -> tokio::task::JoinHandle<()> {
+fn hot_telemetry(path: &Path) -> JoinHandle<()> {
     let path = path.to_owned();
     tokio::spawn(async move {
         loop {

@@ -25,8 +25,7 @@ struct Pod {
 
 async fn pod() -> Pod {
     let dir = tempfile::tempdir().unwrap();
-    let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &[]).await;
-    let app = AppProcess::start(&orchestrator.url, dir.path(), &[]).await;
+    let (orchestrator, app) = AppProcess::with_orchestrator(dir.path()).await;
     let app_addr = app.url.trim_start_matches("http://").to_owned();
     let sidecar = SidecarProcess::start(dir.path(), &app_addr, "").await;
     sidecar.wait_ready(Duration::from_secs(10)).await;

@@ -11,12 +11,25 @@ fn charge_body() -> serde_json::Value {
     json!({"amount": 1000, "currency": "usd", "source": "tok_visa"})
 }
 
+/// A pod, a client, the sidecar's URL for `path` and the demo client's
+/// `authorization` value.
+async fn pod_and_client(path: &str) -> (Pod, Client, String, String) {
+    let pod = Pod::start("").await;
+    let url = format!("{}{path}", pod.sidecar.url);
+    (pod, Client::new(), url, format!("Bearer {KEY}"))
+}
+
+/// Replaces the sidecar's config file whole (written aside, then renamed
+/// over it, as an operator's tool does): a hot reload.
+fn replace_config(pod: &Pod, yaml: String) {
+    let tmp = pod.dir.path().join("next.yaml");
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(&tmp, &pod.sidecar.config).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_authenticates_and_ignores_spoofed_headers() {
-    let pod = Pod::start("").await;
-    let c = Client::new();
-    let url = format!("{}/v1/charges", pod.sidecar.url);
-    let auth = format!("Bearer {KEY}");
+    let (_pod, c, url, auth) = pod_and_client("/v1/charges").await;
 
     let bad = c.post(&url, &[("authorization", "Bearer nope"), ("idempotency-key", "k0")], &charge_body()).await;
     assert_eq!(bad.status, 401);
@@ -52,15 +65,10 @@ async fn sidecar_authenticates_and_ignores_spoofed_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_moves_charges_to_the_orchestration_path() {
-    let pod = Pod::start("").await;
-    let c = Client::new();
-    let url = format!("{}/v1/charges", pod.sidecar.url);
-    let auth = format!("Bearer {KEY}");
+    let (pod, c, url, auth) = pod_and_client("/v1/charges").await;
     let yaml = std::fs::read_to_string(&pod.sidecar.config).unwrap()
         + "migration: { etcd_endpoints: [], defaults: { charge: 100 } }\n";
-    let tmp = pod.dir.path().join("next.yaml");
-    std::fs::write(&tmp, yaml).unwrap();
-    std::fs::rename(&tmp, &pod.sidecar.config).unwrap();
+    replace_config(&pod, yaml);
     eventually(Duration::from_secs(10), "charge at 100%", || async {
         pod.sidecar.state().await["migration"]["charge"]["percent"] == 100.0
     })
@@ -80,10 +88,7 @@ async fn a_reload_moves_charges_to_the_orchestration_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_and_a_dead_app_answer_in_the_public_shape() {
-    let mut pod = Pod::start("").await;
-    let c = Client::new();
-    let url = format!("{}/v1/charges/ch_missing00000000000000000", pod.sidecar.url);
-    let auth = format!("Bearer {KEY}");
+    let (mut pod, c, url, auth) = pod_and_client("/v1/charges/ch_missing00000000000000000").await;
     assert_eq!(c.get(&url, &[("authorization", &auth)]).await.status, 404);
 
     pod.app.process.kill9();
@@ -102,9 +107,7 @@ async fn throttling_and_a_dead_app_answer_in_the_public_shape() {
     let yaml = std::fs::read_to_string(&pod.sidecar.config)
         .unwrap()
         .replace("per_second: 100000, burst: 100000", "per_second: 1, burst: 1");
-    let tmp = pod.dir.path().join("next.yaml");
-    std::fs::write(&tmp, yaml).unwrap();
-    std::fs::rename(&tmp, &pod.sidecar.config).unwrap();
+    replace_config(&pod, yaml);
     eventually(Duration::from_secs(10), "rate reloaded", || async {
         pod.sidecar.state().await["clients"][0]["rate"]["burst"] == 1
     })

@@ -7,11 +7,13 @@
 //! and CI run as root); where mounting is not permitted they say so and
 //! skip.
 
+use http::StatusCode;
 use paymesh_system_tests::{AppProcess, Client, Orchestrator, Reply, eventually};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 
 const ROUTES: [&str; 2] = ["legacy", "orchestration"];
 
@@ -130,6 +132,38 @@ async fn retry_until_created(client: &Client, url: &str, route: &str, key: &str,
     }
 }
 
+/// Charge `n` of a burst on alternating paths, keyed `burst-N`, with the
+/// amount the retries of a refused one repeat: (n, key, reply).
+async fn burst_charge(client: Client, url: String, n: usize) -> (usize, String, Reply) {
+    let key = format!("burst-{n}");
+    let r = post(&client, &url, ROUTES[n % 2], &key, "faults", &charge_body(1000 + n as u64)).await;
+    (n, key, r)
+}
+
+/// Files one reply of [`burst_charge`]: a 201 as acknowledged (key,
+/// charge), a 503 `api_error` as refused (n, key); anything else fails.
+fn sort_burst_reply(
+    (n, key, r): (usize, String, Reply),
+    acknowledged: &mut Vec<(String, Value)>,
+    refused: &mut Vec<(usize, String)>,
+) {
+    match r.status.as_u16() {
+        201 => acknowledged.push((key, r.json())),
+        503 => {
+            assert_eq!(r.json()["error"]["type"], "api_error", "{}", r.json());
+            refused.push((n, key));
+        }
+        other => panic!("burst {n}: {other} {}", r.json()),
+    }
+}
+
+/// A charge of 1000 with `key` through `route`, in a task of its own, for
+/// a crash to cut short: its status.
+fn spawn_charge(client: &Client, url: &str, route: &'static str, key: String) -> JoinHandle<StatusCode> {
+    let (client, url) = (client.clone(), url.to_owned());
+    tokio::spawn(async move { post(&client, &url, route, &key, "faults", &charge_body(1000)).await.status })
+}
+
 /// Every acknowledged charge reads back unchanged on both paths.
 async fn all_readable(client: &Client, app: &str, acknowledged: &[(String, Value)]) {
     for (key, charge) in acknowledged {
@@ -155,23 +189,9 @@ async fn a_full_disk_is_503_and_serving_resumes_once_space_is_freed() {
     // The disk fills up during a burst on both paths.
     let filler = fill(&fs.dir);
     let mut refused = Vec::new();
-    let burst = (0..200).map(|n| {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            let key = format!("burst-{n}");
-            let r = post(&client, &url, ROUTES[n % 2], &key, "faults", &charge_body(1000 + n as u64)).await;
-            (n, key, r)
-        }
-    });
-    for (n, key, r) in futures_join(burst).await {
-        match r.status.as_u16() {
-            201 => acknowledged.push((key, r.json())),
-            503 => {
-                assert_eq!(r.json()["error"]["type"], "api_error", "{}", r.json());
-                refused.push((n, key));
-            }
-            other => panic!("burst {n}: {other} {}", r.json()),
-        }
+    let burst = (0..200).map(|n| burst_charge(client.clone(), url.clone(), n));
+    for reply in futures_join(burst).await {
+        sort_burst_reply(reply, &mut acknowledged, &mut refused);
     }
     assert!(!refused.is_empty(), "a full disk refused nothing: the test did not fill it");
 
@@ -215,29 +235,12 @@ async fn a_disk_the_kernel_turns_read_only_is_503_and_loses_nothing_acknowledged
     let mut acknowledged = charges_before(&client, &url, 6).await;
 
     // The file system fails in the middle of a burst on both paths.
-    let burst: Vec<_> = (0..120)
-        .map(|n| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                let key = format!("burst-{n}");
-                let r = post(&client, &url, ROUTES[n % 2], &key, "faults", &charge_body(1000 + n as u64)).await;
-                (n, key, r)
-            })
-        })
-        .collect();
+    let burst: Vec<_> = (0..120).map(|n| tokio::spawn(burst_charge(client.clone(), url.clone(), n))).collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
     fs.fail();
     let mut refused = Vec::new();
     for t in burst {
-        let (n, key, r) = t.await.unwrap();
-        match r.status.as_u16() {
-            201 => acknowledged.push((key, r.json())),
-            503 => {
-                assert_eq!(r.json()["error"]["type"], "api_error", "{}", r.json());
-                refused.push((n, key));
-            }
-            other => panic!("burst {n}: {other} {}", r.json()),
-        }
+        sort_burst_reply(t.await.unwrap(), &mut acknowledged, &mut refused);
     }
     assert!(fs.read_only(), "the kernel did not turn the file system read-only");
     println!("burst: {} acknowledged in all, {} refused once the disk failed", acknowledged.len(), refused.len());
@@ -336,17 +339,9 @@ async fn a_pending_key_keeps_its_fingerprint_across_a_crash_on_both_paths() {
     let data = dir.path().join("data");
     // Slow steps, so that the orchestrator dies with both payments half-way.
     let (mut orchestrator, _app, client, url) = slow_pod(&data, dir.path()).await;
-    let port = orchestrator.port;
 
-    let inflight: Vec<_> = ROUTES
-        .iter()
-        .map(|route| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                post(&client, &url, route, &format!("crash-{route}"), "faults", &charge_body(1000)).await.status
-            })
-        })
-        .collect();
+    let inflight: Vec<_> =
+        ROUTES.into_iter().map(|route| spawn_charge(&client, &url, route, format!("crash-{route}"))).collect();
     // Legacy: begin ~1 s, risk ~2 s, authorize ~3 s, capture ~4 s.
     // Orchestration: begin at once, authorize ~2 s, capture ~3 s.
     tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -356,7 +351,7 @@ async fn a_pending_key_keeps_its_fingerprint_across_a_crash_on_both_paths() {
         assert!(status.is_server_error(), "the crash answered {status}");
     }
 
-    let _restarted = Orchestrator::start_on(port, &data, dir.path(), &["--claim-lease", "2s"]).await;
+    let _restarted = Orchestrator::start_on(orchestrator.port, &data, dir.path(), &["--claim-lease", "2s"]).await;
     for route in ROUTES {
         let key = format!("crash-{route}");
         let other = post(&client, &url, route, &key, "faults", &charge_body(2500)).await;
@@ -377,19 +372,13 @@ async fn a_charge_captured_before_a_crash_completes_on_retry_not_declined() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (mut orchestrator, app, client, url) = slow_pod(&data, dir.path()).await;
-    let port = orchestrator.port;
-    let first = {
-        let (client, url) = (client.clone(), url.clone());
-        tokio::spawn(
-            async move { post(&client, &url, "legacy", "captured", "faults", &charge_body(1000)).await.status },
-        )
-    };
+    let first = spawn_charge(&client, &url, "legacy", "captured".to_owned());
     // begin ~1 s, risk ~2 s, authorize ~3 s, capture ~4 s, ledger ~5 s.
     tokio::time::sleep(Duration::from_millis(4500)).await;
     orchestrator.process.kill9();
     assert!(first.await.unwrap().is_server_error());
 
-    let _restarted = Orchestrator::start_on(port, &data, dir.path(), &["--claim-lease", "2s"]).await;
+    let _restarted = Orchestrator::start_on(orchestrator.port, &data, dir.path(), &["--claim-lease", "2s"]).await;
     let charge = retry_until_created(&client, &url, "legacy", "captured", 1000, &[409]).await;
     all_readable(&client, &app.url, &[("captured".into(), charge)]).await;
 }

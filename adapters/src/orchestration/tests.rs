@@ -92,37 +92,47 @@ fn failure_reasons_map_to_the_shared_vocabulary() {
     assert_eq!(Failure::from_workflow_reason("FULLY_CHARGED"), None);
 }
 
-/// Serves `answer(n, method)` for the n-th request.
-async fn scripted<F>(answer: F) -> String
+/// Serves HTTP/1 on a port of its own, answering every request, on every
+/// connection, with `handle`: the base URL.
+async fn serve<H, F>(handle: H) -> String
 where
-    F: Fn(usize, &http::Method) -> (u16, Value, Duration) + Send + Sync + 'static,
+    H: Fn(http::Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = http::Response<Full<Bytes>>> + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let answer = Arc::new(answer);
-    let count = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
-            let (answer, count) = (answer.clone(), count.clone());
+            let handle = handle.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let n = count.fetch_add(1, Ordering::SeqCst);
-                    let (status, body, delay) = answer(n, req.method());
-                    async move {
-                        tokio::time::sleep(delay).await;
-                        let resp = http::Response::builder()
-                            .status(status)
-                            .body(Full::new(Bytes::from(body.to_string())))
-                            .unwrap();
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
+                let svc = service_fn(move |req| {
+                    let answer = handle(req);
+                    async move { Ok::<_, std::convert::Infallible>(answer.await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
             });
         }
     });
     format!("http://{addr}")
+}
+
+/// Serves `answer(n, method)` for the n-th request.
+async fn scripted<F>(answer: F) -> String
+where
+    F: Fn(usize, &http::Method) -> (u16, Value, Duration) + Send + Sync + 'static,
+{
+    let answer = Arc::new(answer);
+    let count = Arc::new(AtomicUsize::new(0));
+    serve(move |req| {
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        let (status, body, delay) = answer(n, req.method());
+        async move {
+            tokio::time::sleep(delay).await;
+            http::Response::builder().status(status).body(Full::new(Bytes::from(body.to_string()))).unwrap()
+        }
+    })
+    .await
 }
 
 fn adapter(base: &str, deadline: Duration) -> OrchestrationAdapter {
@@ -241,34 +251,23 @@ where
     .await;
     // The scripted server does not see URIs: a recording front on its own
     // port forwards to it.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = format!("http://{}", listener.local_addr().unwrap());
     let backend = JsonClient::new(&base, Duration::from_millis(200), Duration::from_secs(1));
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            let (backend, log) = (backend.clone(), log.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (backend, log) = (backend.clone(), log.clone());
-                    async move {
-                        let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
-                        log.lock().unwrap().push(format!("{} {target}", req.method()));
-                        let (status, body) = if req.method() == http::Method::GET {
-                            backend.get(&target).await.unwrap()
-                        } else {
-                            let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
-                            let v: Value = serde_json::from_slice(&body).unwrap();
-                            backend.post(&target, &v).await.unwrap()
-                        };
-                        let resp = http::Response::builder().status(status).body(Full::new(body)).unwrap();
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-            });
+    let front = serve(move |req: http::Request<hyper::body::Incoming>| {
+        let (backend, log) = (backend.clone(), log.clone());
+        async move {
+            let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            log.lock().unwrap().push(format!("{} {target}", req.method()));
+            let (status, body) = if req.method() == http::Method::GET {
+                backend.get(&target).await.unwrap()
+            } else {
+                let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                backend.post(&target, &v).await.unwrap()
+            };
+            http::Response::builder().status(status).body(Full::new(body)).unwrap()
         }
-    });
+    })
+    .await;
     (front, seen)
 }
 

@@ -466,28 +466,13 @@ mod tests {
         );
         assert!(down.missing[0].contains("no data from sidecar http://b"), "{:?}", down.missing);
 
-        let shed = sidecar_evidence(
-            &urls[..1],
-            &scope,
-            &[Ok(view(0.0, 0.0, true, 20.0))],
-            &[Ok(view(100.0, 0.0, false, 20.0))],
-        );
+        // The evidence of sidecar a alone, seen `before` and `after`.
+        let one = |before, after| sidecar_evidence(&urls[..1], &scope, &[Ok(before)], &[Ok(after)]);
+        let shed = one(view(0.0, 0.0, true, 20.0), view(100.0, 0.0, false, 20.0));
         assert!(shed.missing.iter().any(|m| m.contains("detailed_metrics is shed")), "{:?}", shed.missing);
-
-        let stale = sidecar_evidence(
-            &urls[..1],
-            &scope,
-            &[Ok(view(0.0, 0.0, true, 10.0))],
-            &[Ok(view(100.0, 100.0, true, 10.0))],
-        );
+        let stale = one(view(0.0, 0.0, true, 10.0), view(100.0, 100.0, true, 10.0));
         assert!(stale.missing[0].contains("serves 10%, not 20%"), "{:?}", stale.missing);
-
-        let partial = sidecar_evidence(
-            &urls[..1],
-            &scope,
-            &[Ok(view(0.0, 0.0, true, 20.0))],
-            &[Ok(view(100.0, 40.0, true, 20.0))],
-        );
+        let partial = one(view(0.0, 0.0, true, 20.0), view(100.0, 40.0, true, 20.0));
         assert!(partial.missing[0].contains("saw only 40 of 100"), "{:?}", partial.missing);
     }
 }

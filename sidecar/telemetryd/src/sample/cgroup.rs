@@ -192,48 +192,47 @@ mod tests {
         assert_eq!(working_set(100, 400), 0);
     }
 
-    fn fake_cgroup(files: &[(&str, &str)]) -> tempfile::TempDir {
+    /// A cgroup directory holding `files`, and a reader of it.
+    fn fake_cgroup(files: &[(&str, &str)]) -> (tempfile::TempDir, Cgroup) {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             fs::write(dir.path().join(name), text).unwrap();
         }
-        dir
+        let cgroup = Cgroup::new(dir.path().to_path_buf());
+        (dir, cgroup)
+    }
+
+    /// A [`fake_cgroup`] of cgroup v2 with the cpu and memory controllers
+    /// and a first CPU reading, plus `files`.
+    fn fake_cgroup_v2(files: &[(&str, &str)]) -> (tempfile::TempDir, Cgroup) {
+        let v2 = [("cgroup.controllers", "cpu memory\n"), ("cpu.stat", "usage_usec 10\n")];
+        fake_cgroup(&[&v2[..], files].concat())
     }
 
     const HOST: HostCapacity = HostCapacity { cpus: 2.0, mem_bytes: 4 << 30 };
 
     #[test]
     fn no_cgroup_v2_means_none() {
-        let dir = fake_cgroup(&[("cpu.max", "50000 100000\n")]);
-        let mut cgroup = Cgroup::new(dir.path().to_path_buf());
+        let (_dir, mut cgroup) = fake_cgroup(&[("cpu.max", "50000 100000\n")]);
         assert_eq!(cgroup.sample(HOST).unwrap(), None);
     }
 
     #[test]
     fn no_limits_means_none() {
-        let dir = fake_cgroup(&[
-            ("cgroup.controllers", "cpu memory\n"),
-            ("cpu.max", "max 100000\n"),
-            ("memory.max", "max\n"),
-            ("cpu.stat", "usage_usec 10\n"),
-            ("memory.current", "100\n"),
-        ]);
-        let mut cgroup = Cgroup::new(dir.path().to_path_buf());
+        let (_dir, mut cgroup) =
+            fake_cgroup_v2(&[("cpu.max", "max 100000\n"), ("memory.max", "max\n"), ("memory.current", "100\n")]);
         assert_eq!(cgroup.sample(HOST).unwrap(), None);
         assert_eq!(cgroup.sample(HOST).unwrap(), None);
     }
 
     #[test]
     fn limits_give_readings_from_the_second_sample() {
-        let dir = fake_cgroup(&[
-            ("cgroup.controllers", "cpu memory\n"),
+        let (dir, mut cgroup) = fake_cgroup_v2(&[
             ("cpu.max", "50000 100000\n"),
             ("memory.max", "1000\n"),
             ("memory.current", "600\n"),
             ("memory.stat", "inactive_file 100\n"),
-            ("cpu.stat", "usage_usec 10\n"),
         ]);
-        let mut cgroup = Cgroup::new(dir.path().to_path_buf());
         assert!(cgroup.sample(HOST).is_err(), "no CPU baseline yet");
 
         fs::write(dir.path().join("cpu.stat"), "usage_usec 1000000000\n").unwrap();
@@ -245,13 +244,7 @@ mod tests {
 
     #[test]
     fn an_unlimited_resource_is_measured_against_the_host() {
-        let dir = fake_cgroup(&[
-            ("cgroup.controllers", "cpu memory\n"),
-            ("cpu.max", "50000 100000\n"),
-            ("memory.current", "1073741824\n"),
-            ("cpu.stat", "usage_usec 10\n"),
-        ]);
-        let mut cgroup = Cgroup::new(dir.path().to_path_buf());
+        let (_dir, mut cgroup) = fake_cgroup_v2(&[("cpu.max", "50000 100000\n"), ("memory.current", "1073741824\n")]);
         let _ = cgroup.sample(HOST);
         let usage = cgroup.sample(HOST).unwrap().unwrap();
         assert_eq!(usage.mem_percent_of_limit, 25.0);
