@@ -197,12 +197,24 @@ impl JsonClient {
     }
 
     async fn send(&self, method: Method, path: &str, body: Bytes) -> Result<(u16, Bytes), Transport> {
-        let req = Request::builder()
+        // One client span per backend call (each legacy component step,
+        // each workflow start and poll), its traceparent sent along.
+        let span = paymesh_otel::ClientSpan::start(span_name(&method, path));
+        let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .map_err(|e| Transport::Protocol(e.to_string()))?;
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(tp) = span.traceparent() {
+            req = req.header(paymesh_otel::TRACEPARENT, tp);
+        }
+        let req = req.body(Full::new(body)).map_err(|e| Transport::Protocol(e.to_string()))?;
+        let result = self.exchange(req).await;
+        let server = paymesh_otel::KeyValue::new("server.address", self.base.clone());
+        span.finish(result.as_ref().ok().map(|(status, _)| *status), vec![server]);
+        result
+    }
+
+    async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<(u16, Bytes), Transport> {
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| {
                 let detail = chain(&e);
@@ -218,6 +230,27 @@ impl JsonClient {
         };
         tokio::time::timeout(self.timeout, exchange).await.map_err(|_| Transport::Timeout)?
     }
+}
+
+/// A bounded span name for a backend call: the method and the path with
+/// its query cut and every id segment (one with an `_`, or a long one)
+/// replaced by `{id}`: `GET /components/ledger/charges/{id}`.
+fn span_name(method: &Method, path: &str) -> String {
+    let path = path.split('?').next().unwrap_or("");
+    let mut name = String::with_capacity(path.len() + 8);
+    name.push_str(method.as_str());
+    name.push(' ');
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            name.push('/');
+        }
+        if segment.contains('_') || segment.len() > 24 {
+            name.push_str("{id}");
+        } else {
+            name.push_str(segment);
+        }
+    }
+    name
 }
 
 /// An error and its causes, so that the log names the real problem ("invalid
@@ -272,6 +305,13 @@ fn refused_session(e: &(dyn StdError + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn span_names_never_carry_an_id_or_a_query() {
+        assert_eq!(span_name(&Method::GET, "/components/ledger/charges/ch_0123?client=a"), "GET /components/ledger/charges/{id}");
+        assert_eq!(span_name(&Method::POST, "/workflows/v1/executions"), "POST /workflows/v1/executions");
+        assert_eq!(span_name(&Method::GET, "/workflows/v1/executions/0123456789abcdef0123456789"), "GET /workflows/v1/executions/{id}");
+    }
 
     /// A listener that accepts and then says nothing: the TLS handshake
     /// never completes.

@@ -28,6 +28,7 @@ use paymesh_adapters::{ApiError, Call, PaymentOrchestration, Reader};
 /// Which orchestration path serves a request: one type with the sidecar.
 pub use paymesh_vocab::Route;
 use paymesh_vocab::{ApiPath, Feature, headers};
+use paymesh_otel::{KeyValue, ServerSpan};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -40,6 +41,22 @@ const REQUEST_ID: &str = headers::REQUEST_ID;
 const SHADOW: &str = headers::SHADOW;
 /// The client id used when the app is called without a sidecar in front.
 const ANONYMOUS: &str = "anonymous";
+
+/// A bounded span name: `GET /v1/charges/{id}`, `POST /v1/refunds`, or
+/// the method alone for anything else (never a raw path).
+fn span_name(parts: &http::request::Parts) -> String {
+    let method = match parts.method.as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "PATCH" | "OPTIONS") => m,
+        _ => "_OTHER",
+    };
+    match ApiPath::parse(parts.uri.path()) {
+        Some(ApiPath { feature, id }) => {
+            let collection = feature.collection().unwrap_or("other");
+            format!("{method} /v1/{collection}{}", if id.is_some() { "/{id}" } else { "" })
+        }
+        None => method.to_owned(),
+    }
+}
 
 /// The sidecar's choice of path, read from `x-paymesh-route`; absent means
 /// legacy, the behaviour before any migration.
@@ -72,6 +89,8 @@ pub struct Settings {
     /// Clients whose reads may look up any client's resource (platform
     /// operators). Everyone else reads only what they created.
     pub operator_clients: Vec<String>,
+    /// Span export (`OTEL_EXPORTER_OTLP_ENDPOINT`); off by default.
+    pub tracer: paymesh_otel::Tracer,
 }
 
 /// The app: both orchestration paths, ready to serve.
@@ -80,6 +99,7 @@ pub struct App {
     legacy: LegacyOrchestration,
     orchestration: OrchestrationAdapter,
     operators: std::sync::Arc<[String]>,
+    tracer: paymesh_otel::Tracer,
 }
 
 /// One public operation, validated. Owned, so that a money-moving one can
@@ -114,6 +134,7 @@ impl App {
                 settings.timeout,
             ),
             operators: settings.operator_clients.clone().into(),
+            tracer: settings.tracer.clone(),
         })
     }
 
@@ -122,15 +143,32 @@ impl App {
         let (parts, body) = req.into_parts();
         let request_id = parts.headers.get(REQUEST_ID).cloned();
         let route = route_from_header(parts.headers.get(ROUTE));
-        let result = match (shadow_reads_only(&parts), &route) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Err(e)) => Err(e.clone()),
-            (Ok(()), Ok(route)) => self.dispatch(*route, &parts, body).await,
+        let span = ServerSpan::start(&self.tracer, &parts.headers, span_name(&parts));
+        // Every log event of the request carries the trace's ids.
+        let log_span = match span.ids() {
+            Some((trace_id, span_id)) => tracing::info_span!("request", trace_id, span_id),
+            None => tracing::Span::none(),
         };
+        let work = async {
+            match (shadow_reads_only(&parts), &route) {
+                (Err(e), _) => Err(e),
+                (Ok(()), Err(e)) => Err(e.clone()),
+                (Ok(()), Ok(route)) => self.dispatch(*route, &parts, body).await,
+            }
+        };
+        let result = span.in_span(tracing::Instrument::instrument(work, log_span)).await;
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => error_response(&e),
         };
+        let mut attributes = vec![KeyValue::new("paymesh.client", client_id(&parts).to_owned())];
+        if let Ok(route) = route {
+            attributes.push(KeyValue::new("paymesh.route", route.as_str()));
+        }
+        if parts.headers.contains_key(SHADOW) {
+            attributes.push(KeyValue::new("paymesh.shadow", true));
+        }
+        span.finish(resp.status().as_u16(), attributes);
         let headers = resp.headers_mut();
         if let Ok(route) = route {
             headers.insert(ROUTE, HeaderValue::from_static(route.as_str()));
@@ -193,8 +231,8 @@ impl App {
         // handler then, and a step sequence cut after `authorize` would
         // leave an uncaptured authorization and a key stuck in progress.
         // The task runs to its end; a retry with the same key replays it.
-        let app = self.clone();
-        let task = tokio::spawn(async move { app.serve(route, &client, op).await });
+        let (app, span) = (self.clone(), paymesh_otel::current_span());
+        let task = tokio::spawn(span.in_span(async move { app.serve(route, &client, op).await }));
         task.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "payment task failed");
             Err(ApiError::internal())

@@ -119,8 +119,15 @@ fn main() -> anyhow::Result<()> {
         tracing::warn!(listen = %args.listen, "listening off loopback: anything that can reach this port can set x-paymesh-* headers");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let otlp = paymesh_otel::Endpoint::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
     runtime.block_on(async {
+        let tracer = match &otlp {
+            Some(endpoint) => paymesh_otel::Tracer::start("paymesh-app", endpoint, Default::default())
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            None => paymesh_otel::Tracer::off(),
+        };
         let app = App::new(&Settings {
+            tracer: tracer.clone(),
             backends,
             connect_timeout: args.connect_timeout,
             timeout: args.timeout,
@@ -149,6 +156,7 @@ fn main() -> anyhow::Result<()> {
         // here).
         http.http1().max_headers(paymesh_vocab::limits::APP_MAX_HEADERS);
         serve_http(listener, http, handle, stop_signal(), Duration::from_secs(15), plain).await;
+        tracer.flush(Duration::from_secs(2)).await;
         Ok(())
     })
 }

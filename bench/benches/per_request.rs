@@ -190,6 +190,7 @@ fn steps(c: &mut Criterion) {
         feature: Feature::Charge,
         route: Route::Orchestration,
         status: 201,
+        trace: Some(paymesh_otel::TraceContext { trace_id: 1, span_id: 2, sampled: true }),
         duration_us: 420,
         bytes_in: 1024,
         bytes_out: 128,

@@ -88,12 +88,18 @@ impl Endpoint {
         Ok(Some(endpoint))
     }
 
-    /// An http:// or https:// URL with a host.
+    /// An http:// URL with a host. TLS to the collector is not supported:
+    /// spans go to a collector agent on the node or in the pod, which
+    /// forwards them over TLS.
     pub fn check(&self) -> Result<(), String> {
         let uri: http::Uri = self.url.parse().map_err(|e| format!("{:?} is not a URL ({e})", self.url))?;
         match (uri.scheme_str(), uri.host()) {
-            (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(()),
-            _ => Err(format!("{:?} must be an http:// or https:// URL", self.url)),
+            (Some("http"), Some(h)) if !h.is_empty() => Ok(()),
+            (Some("https"), _) => Err(format!(
+                "{:?}: TLS to the collector is not supported; point at a local collector agent over http://",
+                self.url
+            )),
+            _ => Err(format!("{:?} must be an http:// URL with a host", self.url)),
         }
     }
 }

@@ -19,7 +19,8 @@ use std::future::Future;
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderValue};
-use opentelemetry::KeyValue;
+/// Span attributes: one type with the exporter.
+pub use opentelemetry::KeyValue;
 
 pub use context::{Sampler, TraceContext, new_span_id, new_trace_id};
 pub use export::{Endpoint, Kind, SpanRecord, Stats, Tracer, Transport};
@@ -97,6 +98,11 @@ impl ServerSpan {
             error: (status >= 500).then_some("server error"),
         });
     }
+}
+
+/// The current request's span, to carry into a task of its own.
+pub fn current_span() -> SpanHandle {
+    SpanHandle { current: CURRENT.try_with(Clone::clone).ok() }
 }
 
 /// A request's span, carried into a task of its own.

@@ -38,6 +38,9 @@ pub struct Ctx {
     /// Header fields as the client sent them, before the sidecar removed or
     /// added any: what `limits::CLIENT_MAX_HEADERS` bounds.
     pub client_headers: usize,
+    /// The sidecar's span of this request (set by `layers::trace`), or the
+    /// caller's when the sidecar records none: what log lines carry.
+    pub trace: Option<paymesh_otel::TraceContext>,
 }
 
 impl Ctx {
@@ -50,6 +53,7 @@ impl Ctx {
             route: Route::None,
             client: None,
             client_headers,
+            trace: None,
         }
     }
 }

@@ -24,6 +24,8 @@ use crate::body::{ProxyBody, UpstreamBody, is_body_too_large};
 use crate::error::Reject;
 use crate::layers::exchange::AppRequest;
 use crate::layers::headers::X_REQUEST_ID;
+use crate::layers::trace::TRACEPARENT;
+use paymesh_otel::TraceContext;
 
 pub type Upstream = Client<HttpConnector, UpstreamBody>;
 
@@ -67,7 +69,8 @@ impl Service<AppRequest<UpstreamBody>> for Proxy {
         // Whatever the client spoke, the app hop is HTTP/1.1 keep-alive.
         *req.version_mut() = Version::HTTP_11;
         let request_id = req.headers().get(&X_REQUEST_ID).cloned();
-        ProxyFuture { fut: snap.upstream.request(req), request_id }
+        let traceparent = req.headers().get(&TRACEPARENT).cloned();
+        ProxyFuture { fut: snap.upstream.request(req), request_id, traceparent }
     }
 }
 
@@ -77,6 +80,8 @@ pin_project! {
         #[pin]
         fut: ResponseFuture,
         request_id: Option<HeaderValue>,
+        // Parsed only when there is something to log.
+        traceparent: Option<HeaderValue>,
     }
 }
 
@@ -96,8 +101,11 @@ impl Future for ProxyFuture {
                     Reject::BadGateway
                 };
                 if reject != Reject::BodyTooLarge {
+                    let trace = this.traceparent.as_ref().and_then(|v| TraceContext::parse(v.as_bytes()));
                     tracing::warn!(
                         request_id = ?this.request_id,
+                        trace_id = trace.map(|t| t.trace_hex()),
+                        span_id = trace.map(|t| t.span_hex()),
                         error = %ErrorChain(&e),
                         status = reject.status().as_u16(),
                         "app request failed"

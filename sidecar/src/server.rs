@@ -50,6 +50,8 @@ pub enum StartError {
     Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot open access_log.path: {0}")]
     AccessLog(std::io::Error),
+    #[error("tracing.otlp_endpoint: {0}")]
+    Tracing(String),
 }
 
 /// A started sidecar.
@@ -75,6 +77,7 @@ impl Running {
         let _ = self.proxy.await;
         let shared = self.shared.clone();
         let _ = tokio::task::spawn_blocking(move || shared.access_log.sync(Duration::from_secs(5))).await;
+        self.shared.tracer.flush(Duration::from_secs(2)).await;
         let _ = self.shutdown.send(true);
         self.admin.abort();
     }
@@ -95,6 +98,13 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     let overload = OverloadControl::new(&metrics.registry, &config.overload);
     let open_connections = OpenConnections::register(&metrics.registry);
     let migration = MigrationTable::new(config.migration.defaults_bp);
+    let trace_stats = Arc::new(paymesh_otel::Stats::default());
+    let tracer = match &config.tracing.endpoint {
+        Some(endpoint) => paymesh_otel::Tracer::start("paymesh-sidecar", endpoint, trace_stats.clone())
+            .map_err(StartError::Tracing)?,
+        None => paymesh_otel::Tracer::off(),
+    };
+    crate::observe::register_trace_stats(&metrics.registry, trace_stats);
     let snapshot = Snapshot::build(loaded, 1, &metrics, None)?;
     let proxy_listener = bind("listen", listen)?;
     let admin_listener = bind("admin", admin_addr)?;
@@ -111,6 +121,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
         metrics: Arc::new(metrics),
         access_log,
         shadow,
+        tracer,
         app_reachable: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         reload: Notify::new(),

@@ -54,6 +54,7 @@ pub struct Handles {
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLogWriter>,
     pub shadow: Arc<Shadow>,
+    pub tracer: paymesh_otel::Tracer,
 }
 
 impl Handles {
@@ -65,6 +66,7 @@ impl Handles {
             metrics: shared.metrics.clone(),
             access_log: shared.access_log.clone(),
             shadow: shared.shadow.clone(),
+            tracer: shared.tracer.clone(),
         }
     }
 }
@@ -124,7 +126,7 @@ where
         // A debug span per request, named by the id just fixed, so what
         // any later step logs can be tied to its request. Only while the
         // `tracing` component is on.
-        .layer(StepLayer(Trace::new(h.components.clone())))
+        .layer(StepLayer(Trace::new(h.components.clone(), h.tracer.clone())))
         // Metrics wrap everything below, so refusals (401, 429, 503, 413)
         // are counted like proxied answers, and a request cancelled before
         // its answer is counted as 499.

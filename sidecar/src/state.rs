@@ -180,6 +180,8 @@ pub struct Shared {
     pub access_log: Arc<AccessLogWriter>,
     /// Shadow reads: their counters and their own pool.
     pub shadow: Arc<crate::shadow::Shadow>,
+    /// Span export (off without `tracing.otlp_endpoint`).
+    pub tracer: paymesh_otel::Tracer,
     /// Last result of the background `/healthz` probe of the app.
     pub app_reachable: AtomicBool,
     pub draining: AtomicBool,

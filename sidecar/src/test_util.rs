@@ -51,6 +51,7 @@ pub fn handles(config: Config, access_log: Option<&Path>) -> Handles {
         metrics,
         access_log,
         shadow,
+        tracer: paymesh_otel::Tracer::off(),
     }
 }
 

@@ -138,9 +138,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
+    let otlp = paymesh_otel::Endpoint::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tracer = match &otlp {
+        Some(endpoint) => {
+            paymesh_otel::Tracer::start("paymesh-orchestrator", endpoint, Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+        None => paymesh_otel::Tracer::off(),
+    };
+    let traces = tracer.clone();
     let handle = move |req: hyper::Request<hyper::body::Incoming>| {
-        let store = store.clone();
-        async move { route(&store, pace, skew, req).await }
+        let (store, tracer) = (store.clone(), traces.clone());
+        async move {
+            // Continues the app's trace: one server span per request.
+            let span = paymesh_otel::ServerSpan::start(&tracer, req.headers(), span_name(&req));
+            let resp = route(&store, pace, skew, req).await;
+            span.finish(resp.status().as_u16(), Vec::new());
+            resp
+        }
     };
     let mut http = auto::Builder::new(TokioExecutor::new());
     // The limit the app's server has: whatever reaches the app may be
@@ -151,7 +165,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(acceptor) => serve_http(listener, http, handle, stop_signal(), drain, tls::handshake(acceptor)).await,
         None => serve_http(listener, http, handle, stop_signal(), drain, plain).await,
     }
+    tracer.flush(Duration::from_secs(2)).await;
     Ok(())
+}
+
+/// A bounded span name: the method and the endpoint, ids cut
+/// (`POST /components/authorizations`, `GET /workflows/v1/executions/{id}`).
+fn span_name(req: &hyper::Request<hyper::body::Incoming>) -> String {
+    let mut name = format!("{} ", req.method().as_str());
+    for (i, segment) in req.uri().path().trim_matches('/').split('/').take(4).enumerate() {
+        name.push('/');
+        let id = i >= 2 && (segment.contains('_') || segment.len() > 24);
+        name.push_str(if id || segment.len() > 32 { "{id}" } else { segment });
+    }
+    name
 }
 
 async fn route(

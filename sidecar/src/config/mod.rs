@@ -12,6 +12,7 @@ mod etcd;
 mod fleet;
 mod raw;
 mod shadow;
+mod tracing;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -29,6 +30,7 @@ pub use admin_token::AdminToken;
 pub use etcd::{EtcdAuth, EtcdTls, Password, TlsPem, read_password, read_tls};
 pub use fleet::{Fleet, Scope};
 pub use shadow::{FieldPath, Shadow};
+pub use tracing::Tracing;
 pub use validate::from_yaml;
 
 /// A validated configuration.
@@ -50,6 +52,7 @@ pub struct Config {
     pub access_log: AccessLog,
     pub fleet: Fleet,
     pub shadow: Shadow,
+    pub tracing: Tracing,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -32,6 +32,8 @@ pub struct RawConfig {
     pub fleet: super::fleet::RawFleet,
     #[serde(default)]
     pub shadow: super::shadow::RawShadow,
+    #[serde(default)]
+    pub tracing: super::tracing::RawTracing,
 }
 
 /// `admin: "0.0.0.0:9901"` or `admin: { listen: "0.0.0.0:9901", token_file: FILE }`.

@@ -18,7 +18,7 @@ use super::defaults::{ROTATE_MAX_KEEP, ROTATE_MIN_BYTES};
 use super::raw::{RawConfig, RawRotate, RawThresholds};
 use super::{
     AccessLog, AdminToken, Client, Config, ConfigError, ConfigErrors, FieldPath, Limits, Migration, Overload, Rate,
-    Rotate, Shadow, Thresholds, Tls,
+    Rotate, Shadow, Thresholds, Tls, Tracing,
 };
 
 /// Components that `overload.components` may name.
@@ -164,6 +164,7 @@ impl Problems {
             }
         }
         let shadow = self.shadow(raw.shadow);
+        let tracing = self.tracing(raw.tracing);
         Config {
             listen,
             app,
@@ -178,7 +179,30 @@ impl Problems {
             access_log,
             fleet,
             shadow,
+            tracing,
         }
+    }
+
+    fn tracing(&mut self, t: super::tracing::RawTracing) -> Tracing {
+        use super::tracing::{Endpoint, Transport};
+        let transport = Transport::from_name(&t.protocol).unwrap_or_else(|| {
+            self.push("tracing.protocol", format!("{:?} must be grpc or http", t.protocol));
+            Transport::Grpc
+        });
+        let endpoint = match t.otlp_endpoint.trim() {
+            "" => None,
+            url => {
+                let endpoint = Endpoint { url: url.to_owned(), transport };
+                if let Err(e) = endpoint.check() {
+                    self.push("tracing.otlp_endpoint", e);
+                }
+                Some(endpoint)
+            }
+        };
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            self.push("tracing.sample_ratio", "must be a fraction in [0, 1]");
+        }
+        Tracing { endpoint, sample_ratio: t.sample_ratio.clamp(0.0, 1.0) }
     }
 
     fn shadow(&mut self, s: super::shadow::RawShadow) -> Shadow {

@@ -83,6 +83,7 @@ impl Start {
                 feature: ctx.feature,
                 route: ctx.route,
                 status,
+                trace: ctx.trace,
                 duration_us: 0,
                 bytes_in: 0,
                 bytes_out: 0,

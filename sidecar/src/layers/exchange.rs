@@ -72,7 +72,12 @@ where
             Poll::Pending => {
                 std::task::ready!(this.sleep.poll(cx));
                 let ctx = this.ctx.as_ref().expect("polled after completion");
-                tracing::warn!(request_id = ?ctx.request_id, "app did not answer within limits.request_timeout");
+                tracing::warn!(
+                    request_id = ?ctx.request_id,
+                    trace_id = ctx.trace.map(|t| t.trace_hex()),
+                    span_id = ctx.trace.map(|t| t.span_hex()),
+                    "app did not answer within limits.request_timeout"
+                );
                 Reject::Timeout.response()
             }
         };

@@ -105,6 +105,12 @@ where
     }
 }
 
+impl<F: InFlight> InFlight for CountFuture<F> {
+    fn ctx(&self) -> Option<&Ctx> {
+        self.fut.ctx()
+    }
+}
+
 fn record(metrics: &Metrics, ctx: &Ctx, status: u16, detailed: bool, start: &Instant) {
     let seconds = detailed.then(|| start.elapsed().as_secs_f64());
     metrics.record(ctx.feature, ctx.route, status, seconds);

@@ -39,6 +39,8 @@ pub struct LogRecord {
     pub feature: Feature,
     pub route: Route,
     pub status: u16,
+    /// The sidecar's span, or the caller's (see `layers::trace`).
+    pub trace: Option<paymesh_otel::TraceContext>,
     pub duration_us: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -53,6 +55,8 @@ struct Line<'a> {
     feature: &'static str,
     route: &'static str,
     status: u16,
+    trace_id: Option<String>,
+    span_id: Option<String>,
     duration_us: u64,
     bytes_in: u64,
     bytes_out: u64,
@@ -68,6 +72,8 @@ impl LogRecord {
             feature: self.feature.as_str(),
             route: self.route.as_str(),
             status: self.status,
+            trace_id: self.trace.map(|t| t.trace_hex()),
+            span_id: self.trace.map(|t| t.span_hex()),
             duration_us: self.duration_us,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
@@ -354,6 +360,7 @@ mod tests {
             feature: Feature::Charge,
             route: Route::Orchestration,
             status: 201,
+            trace: paymesh_otel::TraceContext::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             duration_us: 850,
             bytes_in: 57,
             bytes_out: 300,
@@ -373,6 +380,8 @@ mod tests {
         assert_eq!(v["feature"], "charge");
         assert_eq!(v["route"], "orchestration");
         assert_eq!(v["status"], 201);
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["span_id"], "00f067aa0ba902b7");
         assert_eq!(v["duration_us"], 850);
         assert_eq!(v["bytes_in"], 57);
         assert_eq!(v["bytes_out"], 300);

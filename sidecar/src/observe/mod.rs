@@ -7,7 +7,9 @@
 pub mod access_log;
 pub mod metrics;
 pub mod rotate;
+mod traces;
 
 pub use access_log::{AccessLogWriter, LogRecord};
 pub use metrics::Metrics;
 pub use rotate::Rotate;
+pub use traces::register_trace_stats;
