@@ -15,10 +15,11 @@ Prints "ready" on stdout once the port accepts connections; "address already
 in use" and exit 1 when the port was taken. SIGTERM or SIGINT stops it (exit 0).
 Metrics and logs are accepted and dropped.
 
-The gRPC sink listens on 127.0.0.1 only and without SO_REUSEPORT (oteltest's
-GrpcSink binds 0.0.0.0 with gRPC's default SO_REUSEPORT, which would let two
-tests' sinks share a port silently). The HTTP sink is oteltest's as is: it
-binds all interfaces (0.0.0.0).
+Both listen on 127.0.0.1 only. oteltest 0.49.0 binds 0.0.0.0 (and its gRPC
+server with gRPC's default SO_REUSEPORT, which would let two tests' sinks
+share a port silently): the gRPC sink here builds its server itself, with
+oteltest's servicers; the HTTP sink is oteltest's, with the server class its
+thread looks up replaced by one that binds loopback.
 """
 
 import argparse
@@ -29,12 +30,14 @@ import signal
 import sys
 import threading
 from concurrent import futures
+from http.server import HTTPServer
 
 import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
+import oteltest.sink
 from oteltest.sink import GrpcSink, HttpSink
 from oteltest.sink.handler import RequestHandler
 from oteltest.sink.private import (
@@ -127,6 +130,14 @@ class LoopbackGrpcSink(GrpcSink):
         self.svr.add_insecure_port(f"127.0.0.1:{port}")
 
 
+class LoopbackHTTPServer(HTTPServer):
+    """HttpSink.run_server makes its server as HTTPServer(("", port), ...),
+    looked up in oteltest.sink at call time: this one binds 127.0.0.1."""
+
+    def __init__(self, address, handler):
+        super().__init__(("127.0.0.1", address[1]), handler)
+
+
 class ReportingHttpSink(HttpSink):
     """oteltest's HttpSink, keeping the error when its server cannot bind."""
 
@@ -151,6 +162,7 @@ def start_grpc(handler, logger, port):
 
 
 def start_http(handler, logger, port):
+    oteltest.sink.HTTPServer = LoopbackHTTPServer
     sink = ReportingHttpSink(handler, logger, port=port)
     sink.start()
     # The server binds in its thread: wait until it has, or has failed to.
