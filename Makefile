@@ -6,7 +6,7 @@ JOBS        ?= 2
 CARGO_FLAGS ?= -j$(JOBS)
 VENV        := target/chart-venv
 
-.PHONY: all deps build release run test test-rust test-charts test-fuzz lint fmt clippy bench soak fuzz clean-run bench-fleet
+.PHONY: all deps build release run test test-rust otel-venv test-charts test-fuzz lint fmt clippy bench soak fuzz clean-run bench-fleet
 
 all: build
 
@@ -38,7 +38,12 @@ lint: fmt clippy
 ## fuzz target (FUZZ_SECONDS each, default 5) so that none can rot.
 test: lint test-rust test-charts test-fuzz
 
-test-rust: build
+## otel-venv: the OTLP receiver the system tests export traces to
+## (tests/otlp/sink.py, oteltest) in target/otel-venv; a no-op when current.
+otel-venv: deps
+	@scripts/otel-venv.sh
+
+test-rust: build otel-venv
 	$(CARGO) test $(CARGO_FLAGS) --workspace
 
 test-charts: build

@@ -2,7 +2,8 @@
 //! (`tests/tests`, `tests/examples`) and the sidecar's component tests
 //! (`sidecar/tests`, through [`in_process`]): real processes of the
 //! workspace's binaries on free loopback ports, an HTTP client, a reader of
-//! Prometheus text, and `eventually` instead of sleeps.
+//! Prometheus text, a real OTLP trace receiver ([`otlp`]), and `eventually`
+//! instead of sleeps.
 //!
 //! The binaries are looked up in the cargo target directory next to the
 //! test executable (or in `PAYMESH_BIN_DIR`); `make test` builds them
@@ -24,6 +25,7 @@ mod etcd;
 pub mod fleet;
 pub mod in_process;
 pub mod migration;
+pub mod otlp;
 pub mod pod;
 mod prometheus;
 pub mod sidecar;

@@ -266,6 +266,17 @@ by the config init container). Keys the chart owns win over values.
 {{- if $e.auth.username }}
 {{- $_ := set $cfg.migration "etcd_auth" (dict "username" $e.auth.username "password_file" (printf "%s/password" (include "paymesh.path.etcd" .))) }}
 {{- end }}
+{{- $sh := .Values.shadow }}
+{{- $_ := set $cfg "shadow" (dict
+  "sample_percent" $sh.samplePercent
+  "max_inflight" $sh.maxInflight
+  "timeout" $sh.timeout
+  "ignore_fields" ($sh.ignoreFields | default list)) }}
+{{- with .Values.tracing }}
+{{- if .otlpEndpoint }}
+{{- $_ := set $cfg "tracing" (dict "otlp_endpoint" .otlpEndpoint "protocol" .protocol "sample_ratio" .sampleRatio) }}
+{{- end }}
+{{- end }}
 {{- if .Values.sidecar.tls.enabled }}
 {{- $_ := required "sidecar.tls.secretName is required when sidecar.tls.enabled is true" .Values.sidecar.tls.secretName }}
 {{- $tls := dict
@@ -277,6 +288,27 @@ by the config init container). Keys the chart owns win over values.
 {{- $_ := set $cfg "tls" $tls }}
 {{- end }}
 {{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+The OTLP exporter environment of the app and the orchestrator (the standard
+OpenTelemetry variables), when tracing.otlpEndpoint is set. No sampler
+variable: both follow the sidecar's sampling decision (parent-based).
+*/}}
+{{- define "paymesh.otlpEnv" -}}
+{{- with .Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ ternary "http/protobuf" "grpc" (eq $.Values.tracing.protocol "http") | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The TCP port of tracing.otlpEndpoint: its own, else the scheme's. */}}
+{{- define "paymesh.otlpPort" -}}
+{{- $u := urlParse .Values.tracing.otlpEndpoint }}
+{{- $port := regexFind ":[0-9]+$" $u.host | trimPrefix ":" }}
+{{- if $port }}{{ $port }}{{ else if eq $u.scheme "https" }}443{{ else }}80{{ end }}
 {{- end }}
 
 {{/* The public port's name: the protocol, for meshes and humans alike. */}}
