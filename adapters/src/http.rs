@@ -308,9 +308,15 @@ mod tests {
 
     #[test]
     fn span_names_never_carry_an_id_or_a_query() {
-        assert_eq!(span_name(&Method::GET, "/components/ledger/charges/ch_0123?client=a"), "GET /components/ledger/charges/{id}");
+        assert_eq!(
+            span_name(&Method::GET, "/components/ledger/charges/ch_0123?client=a"),
+            "GET /components/ledger/charges/{id}"
+        );
         assert_eq!(span_name(&Method::POST, "/workflows/v1/executions"), "POST /workflows/v1/executions");
-        assert_eq!(span_name(&Method::GET, "/workflows/v1/executions/0123456789abcdef0123456789"), "GET /workflows/v1/executions/{id}");
+        assert_eq!(
+            span_name(&Method::GET, "/workflows/v1/executions/0123456789abcdef0123456789"),
+            "GET /workflows/v1/executions/{id}"
+        );
     }
 
     /// A listener that accepts and then says nothing: the TLS handshake

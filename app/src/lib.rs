@@ -25,10 +25,10 @@ use hyper::body::Incoming;
 use paymesh_adapters::legacy::LegacyOrchestration;
 use paymesh_adapters::orchestration::OrchestrationAdapter;
 use paymesh_adapters::{ApiError, Call, PaymentOrchestration, Reader};
+use paymesh_otel::{KeyValue, ServerSpan};
 /// Which orchestration path serves a request: one type with the sidecar.
 pub use paymesh_vocab::Route;
 use paymesh_vocab::{ApiPath, Feature, headers};
-use paymesh_otel::{KeyValue, ServerSpan};
 use serde::Serialize;
 use std::time::Duration;
 

@@ -54,7 +54,8 @@ pub struct ServerSpan {
 impl ServerSpan {
     pub fn start(tracer: &Tracer, headers: &HeaderMap, name: impl Into<Cow<'static, str>>) -> ServerSpan {
         let parent = headers.get(TRACEPARENT).and_then(|v| TraceContext::parse(v.as_bytes()));
-        let context = parent.map(|p| p.child(if tracer.is_on() && p.sampled { new_span_id() } else { p.span_id }, p.sampled));
+        let context =
+            parent.map(|p| p.child(if tracer.is_on() && p.sampled { new_span_id() } else { p.span_id }, p.sampled));
         ServerSpan {
             tracer: tracer.clone(),
             context,
@@ -187,7 +188,8 @@ mod tests {
     #[tokio::test]
     async fn a_client_span_is_a_child_of_the_server_span_and_propagates() {
         let tracer = Tracer::off();
-        let server = ServerSpan::start(&tracer, &headers("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), "s");
+        let server =
+            ServerSpan::start(&tracer, &headers("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), "s");
         // Export off: the caller's context passes on unchanged.
         let tp = server.in_span(async { ClientSpan::start("c").traceparent() }).await;
         assert_eq!(tp.unwrap().to_str().unwrap(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");

@@ -13,14 +13,20 @@
 //! once), so the sidecar's own work dominates. On one machine the client,
 //! the sidecar and the app share the cores: that is saturation.
 //!
+//! Spans go to a real OTLP receiver (the system tests' oteltest sink, in
+//! target/otel-venv), so `tracing` has real export work to shed.
+//!
 //! Phases: everything on (cool telemetry), everything shed (hot
-//! telemetry), three times over. Then, without load, rounds of
+//! telemetry), three times over; then `tracing` alone, pinned on and off
+//! through the admin endpoint with everything else on, three times over:
+//! what shedding `tracing` saves per request. Then, without load, rounds of
 //! "write hot telemetry, wait for the switch": the time from the file
-//! crossing the threshold to the first switch (access_log) and to the last
-//! one (three checks later: one component per check), taken from the
+//! crossing the threshold to the first switch (shadow_compare) and to the
+//! last one (four checks later: one component per check), taken from the
 //! switch records' own timestamps.
 
-use paymesh_system_tests::sidecar::KEY;
+use paymesh_system_tests::otlp::{OtlpSink, Protocol};
+use paymesh_system_tests::sidecar::{ADMIN_AUTH, KEY};
 use paymesh_system_tests::{AppProcess, Client, SidecarProcess, eventually, free_port};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -155,15 +161,18 @@ async fn main() {
 
     // The app needs no orchestrator to answer /healthz.
     let app = AppProcess::start(&format!("http://127.0.0.1:{}", free_port()), d, &[]).await;
+    let sink = OtlpSink::start(d, Protocol::Grpc).await;
     let yaml = format!(
         "migration:\n  etcd_endpoints: []\n  cache_file: {}\n\
          overload:\n  telemetry_file: {}\n  events_file: {}\n  hold: {}s\n\
-         access_log:\n  path: {}\n",
+         access_log:\n  path: {}\n\
+         tracing:\n  otlp_endpoint: \"{}\"\n",
         d.join("migration.json").display(),
         telemetry.display(),
         events.display(),
         HOLD.as_secs(),
         d.join("access.log").display(),
+        sink.endpoint(),
     );
     let sidecar = SidecarProcess::start(d, app.url.trim_start_matches("http://"), &yaml).await;
     let url = format!("{}/healthz", sidecar.url);
@@ -204,6 +213,34 @@ async fn main() {
     eventually(Duration::from_secs(30), "all restored", || all_enabled(&sidecar.admin, true)).await;
     tokio::time::sleep(HOLD).await;
 
+    // `tracing` alone: span creation and OTLP export, on vs shed.
+    let pin = |on: Option<bool>| {
+        let url = format!("{}/admin/components/tracing", sidecar.admin);
+        async move {
+            let reply = Client::new().post(&url, &[ADMIN_AUTH], &json!({ "enabled": on })).await;
+            assert_eq!(reply.status, 200, "pin tracing: {}", String::from_utf8_lossy(&reply.body));
+        }
+    };
+    let (mut traced, mut untraced) = (Vec::new(), Vec::new());
+    for round in 1..=PAIRS {
+        pin(Some(true)).await;
+        let p = load(&url, pid, connections, seconds).await;
+        report(&format!("tracing on  #{round}"), &p);
+        traced.push(p);
+        pin(Some(false)).await;
+        let p = load(&url, pid, connections, seconds).await;
+        report(&format!("tracing off #{round}"), &p);
+        untraced.push(p);
+    }
+    pin(None).await;
+    println!(
+        "shedding tracing: sidecar CPU {:.1} → {:.1} µs/req ({:+.1}%), {} spans received by the collector",
+        cpu_us(&traced),
+        cpu_us(&untraced),
+        (cpu_us(&untraced) / cpu_us(&traced) - 1.0) * 100.0,
+        sink.spans().len()
+    );
+
     // Switch latency, idle: from the file crossing the threshold to the
     // switch records (check_interval 1 s: one check is due within 1 s).
     let rounds = 5;
@@ -227,5 +264,5 @@ async fn main() {
     }
     let fmt = |v: &[u64]| v.iter().map(|x| format!("{x}")).collect::<Vec<_>>().join(", ");
     println!("threshold crossed → first switch (ms): {}   max {}", fmt(&first), first.iter().max().unwrap());
-    println!("threshold crossed → all four shed (ms): {}   max {}", fmt(&last), last.iter().max().unwrap());
+    println!("threshold crossed → all five shed (ms): {}   max {}", fmt(&last), last.iter().max().unwrap());
 }

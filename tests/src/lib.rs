@@ -326,21 +326,32 @@ pub struct Orchestrator {
 
 impl Orchestrator {
     pub async fn start(data_dir: &Path, log_dir: &Path, extra: &[&str]) -> Orchestrator {
-        on_free_ports(async || Self::try_start_on(free_port(), data_dir, log_dir, extra).await).await
+        Self::start_with_env(data_dir, log_dir, extra, &[]).await
+    }
+
+    /// [`start`](Self::start) with environment variables (`OTEL_*`, …).
+    pub async fn start_with_env(data_dir: &Path, log_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Orchestrator {
+        on_free_ports(async || Self::try_start_on(free_port(), data_dir, log_dir, extra, env).await).await
     }
 
     /// On `port`, e.g. again on the port of one that was killed.
     pub async fn start_on(port: u16, data_dir: &Path, log_dir: &Path, extra: &[&str]) -> Orchestrator {
-        let started = Self::try_start_on(port, data_dir, log_dir, extra).await;
+        let started = Self::try_start_on(port, data_dir, log_dir, extra, &[]).await;
         started.unwrap_or_else(|| panic!("port {port} is taken"))
     }
 
-    async fn try_start_on(port: u16, data_dir: &Path, log_dir: &Path, extra: &[&str]) -> Option<Orchestrator> {
+    async fn try_start_on(
+        port: u16,
+        data_dir: &Path,
+        log_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Option<Orchestrator> {
         let listen = format!("127.0.0.1:{port}");
         let data = data_dir.to_str().expect("utf-8 path");
         let mut args = vec!["--listen", &listen, "--data-dir", data];
         args.extend_from_slice(extra);
-        let mut process = Process::spawn("paymesh-orchestrator", &args, &[], log_dir);
+        let mut process = Process::spawn("paymesh-orchestrator", &args, env, log_dir);
         let url = format!("http://{listen}");
         process.ready(&format!("{url}/healthz"), Duration::from_secs(20)).await?;
         Some(Orchestrator { process, url, port })
@@ -389,11 +400,21 @@ pub struct AppProcess {
 
 impl AppProcess {
     pub async fn start(orchestrator: &str, log_dir: &Path, extra: &[&str]) -> AppProcess {
+        Self::start_with_env(orchestrator, log_dir, extra, &[]).await
+    }
+
+    /// [`start`](Self::start) with environment variables (`OTEL_*`, …).
+    pub async fn start_with_env(
+        orchestrator: &str,
+        log_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> AppProcess {
         on_free_ports(async || {
             let listen = format!("127.0.0.1:{}", free_port());
             let mut args = vec!["--listen", &listen, "--orchestrator", orchestrator];
             args.extend_from_slice(extra);
-            let mut process = Process::spawn("paymesh-app", &args, &[], log_dir);
+            let mut process = Process::spawn("paymesh-app", &args, env, log_dir);
             let url = format!("http://{listen}");
             process.ready(&format!("{url}/healthz"), Duration::from_secs(20)).await?;
             Some(AppProcess { process, url })

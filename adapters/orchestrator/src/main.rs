@@ -140,9 +140,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let otlp = paymesh_otel::Endpoint::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
     let tracer = match &otlp {
-        Some(endpoint) => {
-            paymesh_otel::Tracer::start("paymesh-orchestrator", endpoint, Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?
-        }
+        Some(endpoint) => paymesh_otel::Tracer::start("paymesh-orchestrator", endpoint, Default::default())
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
         None => paymesh_otel::Tracer::off(),
     };
     let traces = tracer.clone();

@@ -12,9 +12,9 @@ mod etcd;
 mod fleet;
 mod raw;
 mod shadow;
-mod tracing;
 #[cfg(test)]
 mod tests;
+mod tracing;
 mod validate;
 
 use std::fmt;

@@ -309,3 +309,29 @@ fn every_shadow_problem_is_named() {
         assert!(e.0.iter().all(|e| e.key.starts_with("shadow")), "{bad}: {e}");
     }
 }
+
+#[test]
+fn tracing_is_off_by_default_and_every_bad_value_is_named() {
+    let c = from_yaml(GOOD.as_bytes()).unwrap();
+    assert_eq!((c.tracing.endpoint, c.tracing.sample_ratio), (None, 1.0));
+    let on = from_yaml(
+        format!("{GOOD}tracing: {{ otlp_endpoint: \"http://127.0.0.1:4318\", protocol: http, sample_ratio: 0.25 }}\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let endpoint = on.tracing.endpoint.unwrap();
+    assert_eq!((endpoint.url.as_str(), endpoint.transport), ("http://127.0.0.1:4318", paymesh_otel::Transport::Http));
+    assert_eq!(on.tracing.sample_ratio, 0.25);
+    for (bad, key) in [
+        ("tracing: { protocol: udp }", "tracing.protocol"),
+        ("tracing: { otlp_endpoint: \"collector:4317\" }", "tracing.otlp_endpoint"),
+        ("tracing: { otlp_endpoint: \"https://collector:4317\" }", "tracing.otlp_endpoint"),
+        ("tracing: { otlp_endpoint: \"http://\" }", "tracing.otlp_endpoint"),
+        ("tracing: { sample_ratio: 1.5 }", "tracing.sample_ratio"),
+        ("tracing: { sample_ratio: -0.1 }", "tracing.sample_ratio"),
+        ("tracing: { sample_ratio: .nan }", "tracing.sample_ratio"),
+    ] {
+        let e = from_yaml(format!("{GOOD}{bad}\n").as_bytes()).unwrap_err();
+        assert!(e.0.iter().any(|e| e.key == key), "{bad}: {e}");
+    }
+}

@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use http::HeaderName;
-use paymesh_otel::{Kind, KeyValue, Sampler, SpanRecord, TraceContext, Tracer, new_span_id, new_trace_id};
+use paymesh_otel::{KeyValue, Kind, Sampler, SpanRecord, TraceContext, Tracer, new_span_id, new_trace_id};
 use pin_project_lite::pin_project;
 use tower::Service;
 use tracing::Span;
