@@ -50,7 +50,7 @@ pub enum StartError {
     Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot open access_log.path: {0}")]
     AccessLog(std::io::Error),
-    #[error("tracing.otlp_endpoint: {0}")]
+    #[error("span export: {0}")]
     Tracing(String),
 }
 
@@ -99,7 +99,13 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     let open_connections = OpenConnections::register(&metrics.registry);
     let migration = MigrationTable::new(config.migration.defaults_bp);
     let trace_stats = Arc::new(paymesh_otel::Stats::default());
-    let tracer = match &config.tracing.endpoint {
+    // `tracing.otlp_endpoint` wins; without it, the standard variables
+    // (`OTEL_EXPORTER_OTLP_ENDPOINT`, `_PROTOCOL`) may turn export on.
+    let endpoint = match &config.tracing.endpoint {
+        Some(endpoint) => Some(endpoint.clone()),
+        None => paymesh_otel::Endpoint::from_env().map_err(StartError::Tracing)?,
+    };
+    let tracer = match &endpoint {
         Some(endpoint) => paymesh_otel::Tracer::start("paymesh-sidecar", endpoint, trace_stats.clone())
             .map_err(StartError::Tracing)?,
         None => paymesh_otel::Tracer::off(),

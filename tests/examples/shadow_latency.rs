@@ -3,10 +3,13 @@
 //!
 //! ```sh
 //! cargo build --release --workspace --bins
-//! PAYMESH_BIN_DIR=target/release cargo run --release -p paymesh-system-tests --example shadow_latency -- 3 4000 4
+//! PAYMESH_BIN_DIR=target/release cargo run --release -p paymesh-system-tests --example shadow_latency -- 3 3000 300
 //! ```
 //!
-//! Arguments: rounds, GETs per round and side, concurrent clients. One
+//! Arguments: rounds, GETs per round and side, and the rate in GETs per
+//! second (open loop: each GET starts on schedule, whether or not the last
+//! one is done, as client traffic arrives; `0` for a closed loop of 4
+//! clients, which measures the machine at saturation instead). One
 //! orchestrator and one app serve two sidecars that differ only in
 //! `shadow.sample_percent` (0 and 100). Each round sends the same GETs of
 //! charges through the sidecar without shadowing, then through the one
@@ -25,9 +28,34 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
-/// `n` GETs of `urls` (round robin) from `clients` concurrent clients;
-/// each one's latency in µs.
-async fn load(client: &Client, urls: Arc<Vec<String>>, n: usize, clients: usize) -> Vec<f64> {
+/// `n` GETs of `urls` (round robin), `rate` a second on schedule (or, with
+/// `rate` 0, from 4 closed-loop clients); each one's latency in µs.
+async fn load(client: &Client, urls: Arc<Vec<String>>, n: usize, rate: u64) -> Vec<f64> {
+    if rate == 0 {
+        return closed_loop(client, urls, n, 4).await;
+    }
+    let auth = format!("Bearer {KEY}");
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        tick.tick().await;
+        let (client, url, auth) = (client.clone(), urls[i % urls.len()].clone(), auth.clone());
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let reply = client.get(&url, &[("authorization", &auth)]).await;
+            assert_eq!(reply.status, 200, "GET {url}");
+            started.elapsed().as_secs_f64() * 1e6
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.push(t.await.expect("load task"));
+    }
+    all
+}
+
+async fn closed_loop(client: &Client, urls: Arc<Vec<String>>, n: usize, clients: usize) -> Vec<f64> {
     let auth = format!("Bearer {KEY}");
     let tasks: Vec<_> = (0..clients)
         .map(|w| {
@@ -56,7 +84,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let per_round: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4000);
-    let clients: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
+    let rate: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(300);
     let dir = tempfile::tempdir().expect("temp dir");
     let orchestrator = Orchestrator::start(&dir.path().join("data"), dir.path(), &[]).await;
     let app = AppProcess::start(&orchestrator.url, dir.path(), &[]).await;
@@ -85,12 +113,12 @@ async fn main() {
     let urls = |base: &str| Arc::new(ids.iter().map(|id| format!("{base}/v1/charges/{id}")).collect::<Vec<_>>());
     let (urls_off, urls_on) = (urls(&off.url), urls(&on.url));
     // Warm both pools and the store's cache.
-    load(&client, urls_off.clone(), 500, clients).await;
-    load(&client, urls_on.clone(), 500, clients).await;
+    load(&client, urls_off.clone(), 500, rate).await;
+    load(&client, urls_on.clone(), 500, rate).await;
     let (mut lat_off, mut lat_on) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        lat_off.extend(load(&client, urls_off.clone(), per_round, clients).await);
-        lat_on.extend(load(&client, urls_on.clone(), per_round, clients).await);
+        lat_off.extend(load(&client, urls_off.clone(), per_round, rate).await);
+        lat_on.extend(load(&client, urls_on.clone(), per_round, rate).await);
         // Let the shadow reads of the round finish before the next one.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -100,7 +128,8 @@ async fn main() {
     let count = |o: &str| {
         metric(&scrape, &format!("paymesh_shadow_compares_total{{feature=\"charge\",outcome=\"{o}\"}}")).unwrap_or(0.0)
     };
-    println!("shadow read latency: {rounds} rounds x {per_round} GETs per side, {clients} concurrent clients");
+    let how = if rate == 0 { "closed loop, 4 clients".to_owned() } else { format!("{rate} GETs/s on schedule") };
+    println!("shadow read latency: {rounds} rounds x {per_round} GETs per side, {how}");
     for (name, l) in [("shadow off (sample 0)", &lat_off), ("shadow on (sample 100)", &lat_on)] {
         println!("  {name:24} p50 {:7.0} us   p99 {:7.0} us", percentile(l, 0.5), percentile(l, 0.99));
     }

@@ -171,6 +171,26 @@ async fn shedding_tracing_stops_the_sidecars_spans_and_keeps_the_callers_context
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_requests_are_spans_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = OtlpSink::start(dir.path(), Protocol::Grpc).await;
+    let pod = pod(dir.path(), &sink.endpoint(), Protocol::Grpc, "").await;
+    let client = Client::new();
+    let url = format!("{}/v1/charges", pod.sidecar.url);
+    let bad_key = client.post(&url, &[("authorization", "Bearer nope"), ("idempotency-key", "k")], &json!({})).await;
+    assert_eq!(bad_key.status, 401);
+    let spans = sink
+        .wait_for(Duration::from_secs(15), "the 401's span", |s| {
+            s.iter().any(|x| x.service == "paymesh-sidecar" && x.attr("http.response.status_code") == Some(&json!(401)))
+        })
+        .await;
+    let refused = spans.iter().find(|x| x.service == "paymesh-sidecar").unwrap();
+    assert_eq!(refused.attr_str("paymesh.route"), Some("none"), "answered before a route: {refused:?}");
+    assert!(refused.attr("paymesh.client").is_none(), "no client was proven");
+    assert!(of(&spans, "paymesh-app").is_empty(), "the app never saw it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_receiver_never_fails_a_request_and_its_losses_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens there.
