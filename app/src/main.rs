@@ -6,9 +6,9 @@ use hyper_util::server::conn::auto;
 use paymesh_adapters::TlsFiles;
 use paymesh_app::backends::{Backends, Override};
 use paymesh_app::{App, Settings};
-use paymesh_process::{LogFormat, init_logging, plain, serve_http, stop_signal};
-use std::net::SocketAddr;
+use paymesh_process::{Address, LogFormat, init_logging, plain, serve_http, serve_http_unix, stop_signal};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +17,11 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Address to listen on; keep it on loopback (only the sidecar may call).
-    #[arg(long, env = "PAYMESH_APP_LISTEN", default_value = "127.0.0.1:8081")]
-    listen: SocketAddr,
+    /// Where to listen: `ip:port` (keep it on loopback: only the sidecar may
+    /// call) or `unix:/run/paymesh/app.sock`, a socket only this user can
+    /// open (mode 0600; a dead socket file left by a crash is replaced).
+    #[arg(long, env = "PAYMESH_APP_LISTEN", default_value = "127.0.0.1:8081", value_parser = Address::from_str)]
+    listen: Address,
     /// Base URL (http:// or https://) of the default orchestration service,
     /// which is also the legacy path's component service.
     #[arg(long, env = "PAYMESH_APP_ORCHESTRATOR", default_value = "http://127.0.0.1:8090")]
@@ -89,6 +91,12 @@ struct Args {
     log_format: LogFormat,
 }
 
+/// The app's listener: TCP, or a Unix socket.
+enum Bound {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_format);
@@ -115,7 +123,9 @@ fn main() -> anyhow::Result<()> {
             key: args.orchestrator_key.clone(),
         },
     };
-    if !args.listen.ip().is_loopback() {
+    if let Address::Tcp(listen) = &args.listen
+        && !listen.ip().is_loopback()
+    {
         tracing::warn!(listen = %args.listen, "listening off loopback: anything that can reach this port can set x-paymesh-* headers");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -135,11 +145,23 @@ fn main() -> anyhow::Result<()> {
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let app = Arc::new(app);
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        let bound = match &args.listen {
+            Address::Tcp(addr) => Bound::Tcp(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
+            ),
+            Address::Unix(path) => Bound::Unix(
+                paymesh_process::bind_unix(path)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?,
+            ),
+        };
+        let listening = match &bound {
+            Bound::Tcp(l) => l.local_addr()?.to_string(),
+            Bound::Unix(_) => args.listen.to_string(),
+        };
         tracing::info!(
-            listen = %listener.local_addr()?,
+            listen = %listening,
             orchestrator = %args.orchestrator,
             charge = args.orchestrator_charge.as_deref().unwrap_or("default"),
             disbursement = args.orchestrator_disbursement.as_deref().unwrap_or("default"),
@@ -155,7 +177,11 @@ fn main() -> anyhow::Result<()> {
         // sidecar's client limit: a request at that limit would be refused
         // here).
         http.http1().max_headers(paymesh_vocab::limits::APP_MAX_HEADERS);
-        serve_http(listener, http, handle, stop_signal(), Duration::from_secs(15), plain).await;
+        let drain = Duration::from_secs(15);
+        match bound {
+            Bound::Tcp(listener) => serve_http(listener, http, handle, stop_signal(), drain, plain).await,
+            Bound::Unix(listener) => serve_http_unix(listener, http, handle, stop_signal(), drain).await,
+        }
         tracer.flush(Duration::from_secs(2)).await;
         Ok(())
     })

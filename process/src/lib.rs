@@ -8,6 +8,7 @@
 //! the listener. This crate only gives the mechanics they share.
 
 mod activity;
+mod address;
 mod logging;
 pub mod pem;
 mod serve;
@@ -15,7 +16,10 @@ mod signal;
 mod write;
 
 pub use activity::{Activity, RequestGuard, idle_between};
+pub use address::{Address, MAX_SOCKET_PATH, bind_unix};
 pub use logging::{LogFormat, init_logging};
-pub use serve::{Drain, DrainWatch, IDLE_GRACE, accept, accept_backlog, accept_until, listen, plain, serve_http};
+pub use serve::{
+    Drain, DrainWatch, IDLE_GRACE, accept, accept_backlog, accept_until, listen, plain, serve_http, serve_http_unix,
+};
 pub use signal::{StopSignal, stop_signal};
 pub use write::{WriteError, write_atomic};

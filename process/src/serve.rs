@@ -22,7 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -223,31 +223,82 @@ pub async fn serve_http<H, Fut, B, U, UFut, IO>(
     let connections = Drain::new();
     accept_until(&listener, Duration::from_millis(20), stop, |stream, peer| {
         let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
-        let activity = Arc::new(Activity::default());
-        let svc = {
-            let activity = activity.clone();
-            service_fn(move |req| {
-                let (response, request) = (handle(req), activity.start());
-                async move {
-                    let response = response.await;
-                    drop(request);
-                    Ok::<_, std::convert::Infallible>(response)
-                }
-            })
-        };
-        let (http, watch, io) = (http.clone(), connections.watch(), upgrade(stream, peer));
-        tokio::spawn(async move {
-            let Some(io) = io.await else { return };
-            let conn = http.serve_connection(TokioIo::new(io), svc);
-            if let Err(e) = watch.serve(conn, &activity).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        spawn_connection(&http, &handle, connections.watch(), upgrade(stream, peer));
     })
     .await;
     drop(listener);
     connections.wait(drain).await;
+}
+
+/// [`serve_http`] on a Unix socket (see [`bind_unix`](crate::bind_unix)).
+pub async fn serve_http_unix<H, Fut, B>(
+    listener: UnixListener,
+    http: auto::Builder<TokioExecutor>,
+    handle: H,
+    stop: impl Future<Output = ()>,
+    drain: Duration,
+) where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let connections = Drain::new();
+    let mut stop = pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => spawn_connection(&http, &handle, connections.watch(), async move { Some(stream) }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    connections.wait(drain).await;
+}
+
+/// Serves one connection, once `io` has made it (a handshake, say), in a
+/// task of its own, under the drain's `watch`.
+fn spawn_connection<H, Fut, B, IO>(
+    http: &auto::Builder<TokioExecutor>,
+    handle: &H,
+    watch: DrainWatch,
+    io: impl Future<Output = Option<IO>> + Send + 'static,
+) where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let handle = handle.clone();
+    let activity = Arc::new(Activity::default());
+    let svc = {
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let (response, request) = (handle(req), activity.start());
+            async move {
+                let response = response.await;
+                drop(request);
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let http = http.clone();
+    tokio::spawn(async move {
+        let Some(io) = io.await else { return };
+        let conn = http.serve_connection(TokioIo::new(io), svc);
+        if let Err(e) = watch.serve(conn, &activity).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
 }
 
 /// The upgrade of [`serve_http`] for plain HTTP: the TCP stream as it is.

@@ -147,3 +147,28 @@ async fn accept_backlog_takes_the_queued_connections_without_waiting() {
     assert_eq!(accept_backlog(&listener).len(), 2);
     assert!(accept_backlog(&listener).is_empty());
 }
+
+#[tokio::test]
+async fn serves_http_on_a_unix_socket_and_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.sock");
+    let listener = crate::bind_unix(&path).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = |_req: Request<Incoming>| async { Response::new(Full::new(Bytes::from_static(b"over unix"))) };
+    let server = tokio::spawn(serve_http_unix(
+        listener,
+        auto::Builder::new(TokioExecutor::new()),
+        handle,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let mut client = tokio::net::UnixStream::connect(&path).await.unwrap();
+    client.write_all(b"GET / HTTP/1.1\r\nhost: app\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("over unix"), "{answer}");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+}

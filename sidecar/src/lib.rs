@@ -10,6 +10,7 @@
 //! bound, and never lose an accepted request on a clean shutdown.
 
 pub mod admin;
+pub mod app_conn;
 pub mod body;
 pub mod components;
 pub mod config;

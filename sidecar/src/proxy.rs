@@ -14,36 +14,35 @@ use std::time::Duration;
 
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Response, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use pin_project_lite::pin_project;
 use tower::Service;
 
+use crate::app_conn::AppConnector;
 use crate::body::{ProxyBody, UpstreamBody, is_body_too_large};
 use crate::error::Reject;
 use crate::layers::exchange::AppRequest;
 use crate::layers::headers::X_REQUEST_ID;
 use crate::layers::trace::TRACEPARENT;
 use paymesh_otel::TraceContext;
+use paymesh_process::Address;
 
-pub type Upstream = Client<HttpConnector, UpstreamBody>;
+pub type Upstream = Client<AppConnector, UpstreamBody>;
+/// The pool of the sidecar's own requests to the app.
+pub type SidePool = Client<AppConnector, http_body_util::Empty<bytes::Bytes>>;
 
-/// A pooled keep-alive client to the app.
-pub fn upstream_client<B>(connect_timeout: Duration) -> Client<HttpConnector, B>
+/// A pooled keep-alive client to the app at `app`.
+pub fn upstream_client<B>(app: &Address, connect_timeout: Duration) -> Client<AppConnector, B>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector)
+        .build(AppConnector::new(app, connect_timeout))
 }
 
 /// The app on loopback, through the snapshot's connection pool.

@@ -8,12 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Uri;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
@@ -33,9 +29,6 @@ pub fn readiness(shared: &Shared) -> Result<(), &'static str> {
 }
 
 pub async fn probe_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -44,9 +37,10 @@ pub async fn probe_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             _ = tick.tick() => {}
         }
         let snap = shared.live.load_full();
-        let uri: Uri = format!("http://{}/healthz", snap.config.app).parse().expect("socket address makes a valid URI");
+        let uri: Uri =
+            format!("http://{}/healthz", snap.app_authority).parse().expect("an authority makes a valid URI");
         let limit = snap.config.limits.connect_timeout + Duration::from_secs(1);
-        let ok = match tokio::time::timeout(limit, client.get(uri)).await {
+        let ok = match tokio::time::timeout(limit, snap.side.get(uri)).await {
             Ok(Ok(res)) => {
                 let ok = res.status().is_success();
                 // Read the (tiny) body so the connection goes back to the pool.

@@ -94,7 +94,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
         metrics.access_log_dropped.clone(),
     )
     .map_err(StartError::AccessLog)?;
-    let (listen, admin_addr, connect_timeout) = (config.listen, config.admin, config.limits.connect_timeout);
+    let (listen, admin_addr) = (config.listen, config.admin);
     let overload = OverloadControl::new(&metrics.registry, &config.overload);
     let open_connections = OpenConnections::register(&metrics.registry);
     let migration = MigrationTable::new(config.migration.defaults_bp);
@@ -116,7 +116,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     let admin_listener = bind("admin", admin_addr)?;
     let components = Arc::new(Components::default());
     let access_log = Arc::new(access_log);
-    let shadow = crate::shadow::Shadow::new(&metrics.registry, components.clone(), access_log.clone(), connect_timeout);
+    let shadow = crate::shadow::Shadow::new(&metrics.registry, components.clone(), access_log.clone());
     let shared = Arc::new(Shared {
         live: Arc::new(ArcSwap::from_pointee(snapshot)),
         migration: Arc::new(migration),

@@ -120,6 +120,10 @@ pub struct Snapshot {
     pub tls: Option<TlsAcceptor>,
     pub app_authority: Authority,
     pub upstream: Upstream,
+    /// A pool of its own for the sidecar's own requests to the app (the
+    /// readiness probe, shadow reads): never a connection a client
+    /// request could use.
+    pub side: crate::proxy::SidePool,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -143,13 +147,24 @@ impl Snapshot {
         let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let clients = Clients::build(&config, metrics, previous.map(|p| &p.clients));
         metrics.set_config_clients(clients.iter().map(|c| c.id.clone()).collect());
-        let app_authority =
-            Authority::try_from(config.app.to_string()).map_err(|e| ConfigErrors::one("app", e.to_string()))?;
-        // Reuse the pool (and its warm keep-alive connections) unless the
-        // connect timeout changed.
-        let upstream = match previous {
-            Some(p) if p.config.limits.connect_timeout == config.limits.connect_timeout => p.upstream.clone(),
-            _ => upstream_client(config.limits.connect_timeout),
+        // Over a Unix socket the URI's authority is only the Host header.
+        let authority = match &config.app {
+            paymesh_process::Address::Tcp(a) => a.to_string(),
+            paymesh_process::Address::Unix(_) => "localhost".to_owned(),
+        };
+        let app_authority = Authority::try_from(authority).map_err(|e| ConfigErrors::one("app", e.to_string()))?;
+        // Reuse the pools (and their warm keep-alive connections) unless
+        // the app or the connect timeout changed.
+        let (upstream, side) = match previous {
+            Some(p)
+                if p.config.limits.connect_timeout == config.limits.connect_timeout && p.config.app == config.app =>
+            {
+                (p.upstream.clone(), p.side.clone())
+            }
+            _ => (
+                upstream_client(&config.app, config.limits.connect_timeout),
+                upstream_client(&config.app, config.limits.connect_timeout),
+            ),
         };
         Ok(Self {
             config,
@@ -160,6 +175,7 @@ impl Snapshot {
             tls,
             app_authority,
             upstream,
+            side,
         })
     }
 }

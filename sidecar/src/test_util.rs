@@ -42,7 +42,7 @@ pub fn handles(config: Config, access_log: Option<&Path>) -> Handles {
     .expect("access log opens");
     let migration = MigrationTable::new(config.migration.defaults_bp);
     let (components, access_log) = (Arc::new(Components::default()), Arc::new(writer));
-    let shadow = Shadow::new(&metrics.registry, components.clone(), access_log.clone(), config.limits.connect_timeout);
+    let shadow = Shadow::new(&metrics.registry, components.clone(), access_log.clone());
     let snapshot = Snapshot::build(Loaded { config, sha256: [0; 32] }, 1, &metrics, None).expect("snapshot builds");
     Handles {
         live: Arc::new(ArcSwap::from_pointee(snapshot)),

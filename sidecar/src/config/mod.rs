@@ -37,7 +37,8 @@ pub use validate::from_yaml;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub app: SocketAddr,
+    /// Loopback `ip:port`, or `unix:/path` (`paymesh_process::Address`).
+    pub app: paymesh_process::Address,
     pub admin: SocketAddr,
     /// `admin.token_file`, read: without one, state-changing admin requests
     /// are refused.

@@ -335,3 +335,13 @@ fn tracing_is_off_by_default_and_every_bad_value_is_named() {
         assert!(e.0.iter().any(|e| e.key == key), "{bad}: {e}");
     }
 }
+
+#[test]
+fn app_is_loopback_or_a_unix_socket() {
+    let unix = from_yaml(GOOD.replace("127.0.0.1:8081", "unix:/run/paymesh/app.sock").as_bytes()).unwrap();
+    assert_eq!(unix.app, paymesh_process::Address::Unix("/run/paymesh/app.sock".into()));
+    for bad in ["unix:app.sock", "unix:", "10.0.0.5:8081", "app:8081"] {
+        let e = from_yaml(GOOD.replace("127.0.0.1:8081", bad).as_bytes()).unwrap_err();
+        assert!(e.0.iter().any(|e| e.key == "app"), "{bad}: {e}");
+    }
+}

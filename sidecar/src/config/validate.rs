@@ -13,6 +13,7 @@ use rustls::pki_types::ServerName;
 
 use crate::connections;
 use crate::migration::Feature;
+use paymesh_process::Address;
 
 use super::defaults::{ROTATE_MAX_KEEP, ROTATE_MIN_BYTES};
 use super::raw::{RawConfig, RawRotate, RawThresholds};
@@ -55,20 +56,27 @@ impl Problems {
 
     fn config(&mut self, raw: RawConfig) -> Config {
         let listen = self.addr("listen", &raw.listen);
-        let app = self.addr("app", &raw.app);
-        if app.is_some_and(|a| !a.ip().is_loopback()) {
-            self.push(
-                "app",
-                "must be a loopback address: the app trusts x-paymesh-* headers, so only the sidecar may reach it",
-            );
-        }
+        let app = match raw.app.parse::<Address>() {
+            Ok(Address::Tcp(a)) if !a.ip().is_loopback() => {
+                self.push(
+                    "app",
+                    "must be a loopback address or a unix: socket: the app trusts x-paymesh-* headers, so only the sidecar may reach it",
+                );
+                Address::Tcp(a)
+            }
+            Ok(a) => a,
+            Err(e) => {
+                self.push("app", e);
+                Address::Tcp(UNSET_ADDR)
+            }
+        };
         let admin_key = if raw.admin.mapped { "admin.listen" } else { "admin" };
         let admin = self.addr(admin_key, &raw.admin.listen);
         let admin_token = raw.admin.token_file.as_deref().and_then(|f| self.admin_token(f));
         if listen == admin && listen.is_some_and(|a| a.port() != 0) {
             self.push(admin_key, "must differ from listen");
         }
-        let [listen, app, admin] = [listen, app, admin].map(|a| a.unwrap_or(UNSET_ADDR));
+        let [listen, admin] = [listen, admin].map(|a| a.unwrap_or(UNSET_ADDR));
         let workers = match raw.workers {
             Some(0) => {
                 self.push("workers", "must be at least 1");

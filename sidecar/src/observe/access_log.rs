@@ -437,8 +437,13 @@ mod tests {
         let moved = dir.path().join("access.log.old");
         std::fs::rename(&path, &moved).unwrap();
         w.reopen();
-        // The flag is read at the writer's next wake, before the queue.
-        std::thread::sleep(IDLE_PAUSE * 3);
+        // The writer reopens at its next wake: the path exists again once
+        // it has (however busy the machine is).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "the writer never reopened the path");
+            std::thread::sleep(IDLE_PAUSE);
+        }
         w.send(record());
         w.send(record());
         assert!(w.sync(Duration::from_secs(5)));

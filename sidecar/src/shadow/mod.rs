@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -30,8 +30,6 @@ use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use serde_json::{Value, json};
 
@@ -39,7 +37,6 @@ use crate::components::{Component, Components};
 use crate::ctx::Call;
 use crate::migration::{Feature, Route};
 use crate::observe::AccessLogWriter;
-use crate::proxy::upstream_client;
 use crate::state::{ClientEntry, Snapshot};
 use paymesh_vocab::{ApiPath, headers};
 
@@ -68,9 +65,6 @@ const RECORDS_PER_SECOND: u64 = 10;
 pub struct Shadow {
     components: Arc<Components>,
     access_log: Arc<AccessLogWriter>,
-    /// A pool of its own: a shadow never waits for, or holds, a connection
-    /// a client request could use.
-    client: Client<HttpConnector, Empty<Bytes>>,
     inflight: AtomicU32,
     /// `paymesh_shadow_compares_total{feature,outcome}`, by
     /// `Feature::index()` then `Outcome::index()`.
@@ -93,12 +87,7 @@ pub struct Job {
 }
 
 impl Shadow {
-    pub fn new(
-        registry: &Registry,
-        components: Arc<Components>,
-        access_log: Arc<AccessLogWriter>,
-        connect_timeout: Duration,
-    ) -> Arc<Self> {
+    pub fn new(registry: &Registry, components: Arc<Components>, access_log: Arc<AccessLogWriter>) -> Arc<Self> {
         let vec = IntCounterVec::new(
             Opts::new("paymesh_shadow_compares_total", "Shadow reads by feature and outcome"),
             &["feature", "outcome"],
@@ -110,7 +99,6 @@ impl Shadow {
         Arc::new(Self {
             components,
             access_log,
-            client: upstream_client(connect_timeout),
             inflight: AtomicU32::new(0),
             compares,
             sampler: AtomicU64::new(0),
@@ -240,7 +228,9 @@ impl Shadow {
         if let Some(tp) = &job.traceparent {
             req = req.header("traceparent", tp.clone());
         }
-        let res = self.client.request(req.body(Empty::new())?).await?;
+        // The snapshot's side pool: a shadow never waits for, or holds, a
+        // connection a client request could use.
+        let res = job.snap.side.request(req.body(Empty::new())?).await?;
         let status = res.status();
         let body = Limited::new(res.into_body(), MAX_BODY).collect().await?.to_bytes();
         Ok((status, body))
@@ -399,7 +389,6 @@ mod tests {
                 )
                 .unwrap(),
             ),
-            Duration::from_secs(1),
         );
         let draws: Vec<u32> = (0..100_000).map(|_| shadow.roll()).collect();
         assert!(draws.iter().all(|&d| d < 10_000));
