@@ -197,13 +197,38 @@ impl DrainWatch {
     }
 }
 
+/// What [`serve_http`] answers requests with: any `Fn(Request) -> impl
+/// Future<Output = Response>` that can be shared across connections.
+pub trait Handler: Clone + Send + Sync + 'static {
+    type Body: Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static;
+    type Future: Future<Output = Response<Self::Body>> + Send + 'static;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future;
+}
+
+impl<H, Fut, B> Handler for H
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Body = B;
+    type Future = Fut;
+
+    fn call(&self, req: Request<Incoming>) -> Fut {
+        self(req)
+    }
+}
+
 /// Serves HTTP/1.1 and HTTP/2 (told apart by the first bytes) with `handle`
 /// and the settings of `http`, on what `upgrade` makes of each connection
 /// `listener` accepts ([`plain`]: the TCP stream itself; a TLS handshake,
 /// say; `None` closes it), in the connection's own task, until `stop`
 /// resolves; then stops accepting and lets open requests finish for up to
 /// `drain`.
-pub async fn serve_http<H, Fut, B, U, UFut, IO>(
+pub async fn serve_http<H, U, UFut, IO>(
     listener: TcpListener,
     http: auto::Builder<TokioExecutor>,
     handle: H,
@@ -211,11 +236,7 @@ pub async fn serve_http<H, Fut, B, U, UFut, IO>(
     drain: Duration,
     upgrade: U,
 ) where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    H: Handler,
     U: Fn(TcpStream, SocketAddr) -> UFut,
     UFut: Future<Output = Option<IO>> + Send + 'static,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -231,19 +252,13 @@ pub async fn serve_http<H, Fut, B, U, UFut, IO>(
 }
 
 /// [`serve_http`] on a Unix socket (see [`bind_unix`](crate::bind_unix)).
-pub async fn serve_http_unix<H, Fut, B>(
+pub async fn serve_http_unix<H: Handler>(
     listener: UnixListener,
     http: auto::Builder<TokioExecutor>,
     handle: H,
     stop: impl Future<Output = ()>,
     drain: Duration,
-) where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
+) {
     let connections = Drain::new();
     let mut stop = pin!(stop);
     loop {
@@ -265,17 +280,12 @@ pub async fn serve_http_unix<H, Fut, B>(
 
 /// Serves one connection, once `io` has made it (a handshake, say), in a
 /// task of its own, under the drain's `watch`.
-fn spawn_connection<H, Fut, B, IO>(
+fn spawn_connection<H: Handler, IO>(
     http: &auto::Builder<TokioExecutor>,
     handle: &H,
     watch: DrainWatch,
     io: impl Future<Output = Option<IO>> + Send + 'static,
 ) where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let handle = handle.clone();
@@ -283,7 +293,7 @@ fn spawn_connection<H, Fut, B, IO>(
     let svc = {
         let activity = activity.clone();
         service_fn(move |req| {
-            let (response, request) = (handle(req), activity.start());
+            let (response, request) = (handle.call(req), activity.start());
             async move {
                 let response = response.await;
                 drop(request);

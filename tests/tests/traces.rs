@@ -37,6 +37,21 @@ async fn pod(dir: &Path, endpoint: &str, protocol: Protocol, sidecar_extra: &str
     Pod { _orchestrator: orchestrator, _app: app, sidecar }
 }
 
+/// A receiver, and the pod exporting to it, in a fresh directory.
+async fn traced_pod(protocol: Protocol) -> (tempfile::TempDir, OtlpSink, Pod) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = OtlpSink::start(dir.path(), protocol).await;
+    let pod = pod(dir.path(), &sink.endpoint(), protocol, "").await;
+    (dir, sink, pod)
+}
+
+/// Every span received, once a batch exported a moment later had time to
+/// arrive too.
+async fn settled(sink: &OtlpSink) -> Vec<Span> {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sink.spans()
+}
+
 async fn charge(client: &Client, url: &str, key: &str, traceparent: Option<&str>) -> Value {
     let mut headers = vec![AUTH, ("idempotency-key", key)];
     if let Some(tp) = traceparent {
@@ -59,9 +74,7 @@ fn access_log(dir: &Path) -> Vec<Value> {
 }
 
 async fn one_charge_is_one_trace(protocol: Protocol) {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = OtlpSink::start(dir.path(), protocol).await;
-    let pod = pod(dir.path(), &sink.endpoint(), protocol, "").await;
+    let (dir, sink, pod) = traced_pod(protocol).await;
     charge(&Client::new(), &pod.sidecar.url, "trace-1", None).await;
 
     sink.wait_for(Duration::from_secs(15), "spans of all three services", |s| {
@@ -70,9 +83,7 @@ async fn one_charge_is_one_trace(protocol: Protocol) {
             && !of(s, "paymesh-orchestrator").is_empty()
     })
     .await;
-    // Give stragglers of the same trace (a batch a moment later) a chance.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let spans = sink.spans();
+    let spans = settled(&sink).await;
     let sidecar = of(&spans, "paymesh-sidecar");
     assert_eq!(sidecar.len(), 1, "{spans:#?}");
     let root = sidecar[0];
@@ -119,9 +130,7 @@ async fn a_charge_is_one_trace_across_the_pod_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shedding_tracing_stops_the_sidecars_spans_and_keeps_the_callers_context() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = OtlpSink::start(dir.path(), Protocol::Grpc).await;
-    let pod = pod(dir.path(), &sink.endpoint(), Protocol::Grpc, "").await;
+    let (dir, sink, pod) = traced_pod(Protocol::Grpc).await;
     let client = Client::new();
     let (admin, url) = (pod.sidecar.admin.clone(), pod.sidecar.url.clone());
     let set = |on: bool| {
@@ -145,8 +154,7 @@ async fn shedding_tracing_stops_the_sidecars_spans_and_keeps_the_callers_context
         s.iter().any(|x| x.service == "paymesh-app" && x.kind == "SPAN_KIND_SERVER")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let spans = sink.spans();
+    let spans = settled(&sink).await;
     assert!(of(&spans, "paymesh-sidecar").is_empty(), "shed: no sidecar span: {spans:#?}");
     assert!(spans.iter().all(|s| s.trace_id == CLIENT_TRACE), "only the client's trace: {spans:#?}");
     let app_server: Vec<_> = of(&spans, "paymesh-app").into_iter().filter(|s| s.kind == "SPAN_KIND_SERVER").collect();
@@ -172,9 +180,7 @@ async fn shedding_tracing_stops_the_sidecars_spans_and_keeps_the_callers_context
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refused_requests_are_spans_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = OtlpSink::start(dir.path(), Protocol::Grpc).await;
-    let pod = pod(dir.path(), &sink.endpoint(), Protocol::Grpc, "").await;
+    let (_dir, sink, pod) = traced_pod(Protocol::Grpc).await;
     let client = Client::new();
     let url = format!("{}/v1/charges", pod.sidecar.url);
     let bad_key = client.post(&url, &[("authorization", "Bearer nope"), ("idempotency-key", "k")], &json!({})).await;
@@ -211,17 +217,14 @@ async fn a_dead_receiver_never_fails_a_request_and_its_losses_are_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_sampled_out_is_not_exported_but_still_propagates() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = OtlpSink::start(dir.path(), Protocol::Grpc).await;
-    let pod = pod(dir.path(), &sink.endpoint(), Protocol::Grpc, "").await;
+    let (dir, sink, pod) = traced_pod(Protocol::Grpc).await;
     // A caller that decided not to sample: nobody records, the decision
     // travels on.
     let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00");
     charge(&Client::new(), &pod.sidecar.url, "unsampled", Some(&tp)).await;
     charge(&Client::new(), &pod.sidecar.url, "sampled", None).await;
     sink.wait_for(Duration::from_secs(15), "the sampled charge", |s| !of(s, "paymesh-sidecar").is_empty()).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let spans = sink.spans();
+    let spans = settled(&sink).await;
     assert!(spans.iter().all(|s| s.trace_id != CLIENT_TRACE), "an unsampled trace is never exported: {spans:#?}");
     let line = &access_log(dir.path())[0];
     assert_eq!(line["trace_id"].as_str(), Some(CLIENT_TRACE), "but its ids are in the access log");
