@@ -153,13 +153,17 @@ impl Shadow {
         if !self.components.enabled(Component::ShadowCompare) {
             return self.count(job.feature, Outcome::Skipped);
         }
+        // Dropped outside a runtime (at shutdown, say): nothing to run on.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.count(job.feature, Outcome::Skipped);
+        };
         let cap = job.snap.config.shadow.max_inflight;
         if self.inflight.fetch_add(1, Ordering::AcqRel) >= cap {
             self.inflight.fetch_sub(1, Ordering::AcqRel);
             return self.count(job.feature, Outcome::Skipped);
         }
         let shadow = self.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let outcome = shadow.compare(&job, &primary).await;
             shadow.count(job.feature, outcome);
             shadow.inflight.fetch_sub(1, Ordering::AcqRel);
