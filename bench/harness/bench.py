@@ -7,7 +7,7 @@ Four ways to reach one static upstream, kept running side by side for each
 layout: direct (the baseline), through the sidecar, through haproxy,
 through Envoy. Each layout (pinned: the proxy alone on a core; unpinned:
 everything shares every core) starts them afresh.
-Every repetition runs every scenario against the three in turn (the first
+Every repetition runs every scenario against the four in turn (the first
 target rotating between repetitions, so a slow drift of the machine does not
 always hit the same one). Each run records the load generator's numbers,
 the CPU time of every process (for CPU µs per request), the peak RSS of the
