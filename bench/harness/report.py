@@ -387,8 +387,9 @@ def markdown(doc):
     if scale:
         lines += ["", "## Scale: the sidecar's CPU per request", "",
                   "Closed loop, keep-alive GET, pinned; a row is flagged when the cost grows by more than 10 %.", "",
-                  "| with | few | many | CPU µs/req, few | CPU µs/req, many | req/s, few | req/s, many | many / few | |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| with | few | many | CPU µs/req, few | CPU µs/req, many | req/s, few | req/s, many | many / few | "
+                  "errors (wrk) | |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for kind, what in (("clients", "configured clients"), ("connections", "concurrent connections")):
             r = scale.get(kind)
             if not r:
@@ -397,7 +398,7 @@ def markdown(doc):
             flag = "**grows**" if r.get("grows") else ("flat" if "ratio" in r else "–")
             lines.append(f"| {what} | {r['few']:,} | {r['many']:,} | {_fmt(r['few_cpu'], digits=1)} | "
                          f"{_fmt(r['many_cpu'], digits=1)} | {_fmt(r['few_rps'])} | {_fmt(r['many_rps'])} | {ratio} | "
-                         f"{flag} |")
+                         f"{r.get('errors', 0):,} | {flag} |")
         for note in doc.get("scale_notes", []):
             lines += ["", note]
     for name, lay in doc["layouts"].items():

@@ -207,7 +207,7 @@ class Reports(unittest.TestCase):
         self.assertIn("| sidecar CPU per request vs haproxy's (pinned) | 1.25× (15.0 vs 12.0 µs) | ≤ 1.00× haproxy's "
                       "| **missed** | missed by 0.25× (25 %) |", md)
         self.assertIn("| haproxy | 100 | 100 | 0 | 5.9 MiB | 6.1 MiB | 2.0 KB |", md)
-        self.assertIn("| configured clients | 1 | 10,000 | 15.0 | 15.0 | 60,000 | 60,000 | 1.00× | flat |", md)
+        self.assertIn("| configured clients | 1 | 10,000 | 15.0 | 15.0 | 60,000 | 60,000 | 1.00× | 0 | flat |", md)
         self.assertIn("| closed | sidecar | 61,000 (60,000–62,000) |", md)
         self.assertIn("![latency percentiles](latency.svg)", md)
 
