@@ -60,8 +60,9 @@ fuzz: deps
 clean-run:
 	rm -rf target/run
 
-## bench: the sidecar against Envoy and against no proxy, one run, report
-## and chart in target/bench/ (installs Envoy, wrk and oha when missing).
+## bench: the sidecar against haproxy, Envoy and no proxy, pinned and
+## unpinned, plus idle connections and scale; report and chart in
+## target/bench/ (installs Envoy, haproxy, wrk and oha when missing).
 ## BENCH_SMOKE=1 for a tiny load; see bench/README.md for the other knobs.
 bench: deps
 	JOBS=$(JOBS) python3 bench/harness/bench.py

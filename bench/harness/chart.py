@@ -5,7 +5,7 @@ library: the chart must cost nothing to build."""
 import math
 from html import escape
 
-COLORS = {"direct": "#4d4d4d", "sidecar": "#1f77b4", "envoy": "#d62728"}
+COLORS = {"direct": "#4d4d4d", "sidecar": "#1f77b4", "haproxy": "#ff7f0e", "envoy": "#d62728"}
 W, H = 760, 440
 LEFT, RIGHT, TOP, BOTTOM = 80, 150, 50, 60
 
@@ -32,7 +32,7 @@ def _label_us(v):
 def latency_svg(series, *, title, subtitle=""):
     """series: {target: [(percentile_label, latency_us), ...]}, same labels
     in the same order for every target."""
-    targets = [t for t in ("direct", "sidecar", "envoy") if series.get(t)] + [
+    targets = [t for t in ("direct", "sidecar", "haproxy", "envoy") if series.get(t)] + [
         t for t in series if t not in COLORS and series[t]
     ]
     if not targets:

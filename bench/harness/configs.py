@@ -1,18 +1,23 @@
-"""The two proxies' configurations, written so that they do the same work.
+"""The three proxies' configurations: the sidecar and Envoy written so that
+they do the same work, haproxy as the floor (plain HTTP proxying).
 
-Both proxies get every feature on:
+The sidecar and Envoy get every feature on; haproxy does none of them:
 
-| feature        | paymesh-sidecar                                   | Envoy                                                  |
-| -------------- | ------------------------------------------------- | ------------------------------------------------------ |
-| authentication | `Authorization: Bearer` key, SHA-256, constant-time compare against the client table; key removed, `x-paymesh-client` set | RBAC filter: exact match of the `authorization` header; key removed, `x-paymesh-client` added by the route |
-| throttling     | per-client GCRA bucket at 10M/s (never binds)     | `local_ratelimit` token bucket of 10M tokens per second (never binds), enabled and enforced for 100 % |
-| access log     | one JSON line per request to a file               | file access log with a `json_format` of the same fields |
-| metrics        | Prometheus counters + latency histogram (admin `/metrics`) | Envoy's built-in stats and histograms (admin `/stats/prometheus`) |
-| route choice   | sticky bucket per request (charge at 50 %)        | none (Envoy has no such feature; this is sidecar-only work) |
-| workers        | `workers: N`                                      | `--concurrency N`                                      |
+| feature        | paymesh-sidecar                                   | Envoy                                                  | haproxy |
+| -------------- | ------------------------------------------------- | ------------------------------------------------------ | ------- |
+| authentication | `Authorization: Bearer` key, SHA-256, constant-time compare against the client table; key removed, `x-paymesh-client` set | RBAC filter: exact match of the `authorization` header; key removed, `x-paymesh-client` added by the route | none (the header passes through) |
+| throttling     | per-client GCRA bucket at 10M/s (never binds)     | `local_ratelimit` token bucket of 10M tokens per second (never binds), enabled and enforced for 100 % | none |
+| access log     | one JSON line per request to a file               | file access log with a `json_format` of the same fields | none (no `log` line) |
+| metrics        | Prometheus counters + latency histogram (admin `/metrics`) | Envoy's built-in stats and histograms (admin `/stats/prometheus`) | its built-in counters only (always on; no stats listener) |
+| route choice   | sticky bucket per request (charge at 50 %)        | none (Envoy has no such feature; this is sidecar-only work) | none |
+| upstream       | keep-alive pool                                   | keep-alive pool                                        | `mode http`, `http-reuse always`, keep-alive both sides |
+| workers        | `workers: N`                                      | `--concurrency N`                                      | `nbthread N` |
+| connection cap | `limits.max_connections` = the descriptor budget  | none                                                   | `maxconn` = the same budget |
 
 Envoy's header check is a plain string compare where the sidecar hashes the
-key, so the comparison slightly favours Envoy.
+key, so the comparison slightly favours Envoy; haproxy does strictly less
+than either, so "sidecar CPU per request ≤ haproxy's" asks every feature to
+cost less than what the sidecar saves elsewhere.
 """
 
 import hashlib
@@ -26,20 +31,45 @@ CLIENT_ID = "bench"
 UNBOUND_RATE = 10_000_000
 
 
-def sidecar_yaml(*, listen, app, admin, workers, work_dir):
+def extra_clients_yaml(n):
+    """`n` more client entries, each with its own key hash (`sk_bench_extra_I`),
+    as the config of a sidecar in front of many clients; the load still
+    uses API_KEY, which stays the first entry."""
+    lines = []
+    for i in range(n):
+        digest = hashlib.sha256(f"sk_bench_extra_{i}".encode()).hexdigest()
+        lines.append(f'  - {{ id: extra-{i}, api_key_sha256: "{digest}", '
+                     f"rate: {{ per_second: {UNBOUND_RATE}, burst: {UNBOUND_RATE} }} }}\n")
+    return "".join(lines)
+
+
+def fd_budget(fd_limit):
+    """The client connections `fd_limit` descriptors carry, by the sidecar's
+    own rule (sidecar/src/connections.rs: half of what is left after 128
+    reserved, as each client connection may hold an app connection)."""
+    return max(1, (fd_limit - 128) // 2)
+
+
+def sidecar_yaml(*, listen, app, admin, workers, work_dir, max_connections, clients=1):
     """The sidecar's config: every feature on, no etcd (migration from the
-    config defaults) and no telemetry file (so nothing is ever shed)."""
+    config defaults) and no telemetry file (so nothing is ever shed).
+    `clients` > 1 adds that many minus one other clients to its table."""
     digest = hashlib.sha256(API_KEY.encode()).hexdigest()
     return f"""# Written by bench/harness: every feature on.
 listen: "{listen}"
 app: "{app}"
 admin: "{admin}"
 workers: {workers}
+limits:
+  # As many as the descriptor limit carries (the idle-connection and
+  # many-connection runs need them all); nothing may be refused or shed.
+  max_connections: {max_connections}
+  max_inflight: {max_connections}
 clients:
   - id: {CLIENT_ID}
     api_key_sha256: "{digest}"
     rate: {{ per_second: {UNBOUND_RATE}, burst: {UNBOUND_RATE} }}
-migration:
+{extra_clients_yaml(clients - 1)}migration:
   etcd_endpoints: []
   cache_file: {work_dir}/sidecar-migration.json
   # Half the charges go to each path, so the route choice does real work.
@@ -186,6 +216,40 @@ def envoy_yaml(*, listen_port, upstream_port, admin_port, access_log):
         },
     }
     return json.dumps(config, indent=1) + "\n"
+
+
+HAPROXY_READY = "/haproxy-ready"
+
+
+def haproxy_cfg(*, listen_port, upstream_port, threads, maxconn):
+    """haproxy as a plain HTTP proxy: keep-alive to the client and to the
+    upstream (`http-reuse always`: any idle upstream connection serves any
+    request), `nbthread` = the other proxies' workers, no logging, and a
+    monitor URI for readiness that never reaches the upstream."""
+    return f"""# Written by bench/harness: plain HTTP proxying, no logging.
+global
+    nbthread {threads}
+    maxconn {maxconn}
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 1s
+    timeout client 120s
+    timeout server 10s
+    timeout http-request 10s
+    timeout http-keep-alive 120s
+
+frontend public
+    bind 127.0.0.1:{listen_port}
+    maxconn {maxconn}
+    monitor-uri {HAPROXY_READY}
+    default_backend app
+
+backend app
+    server app 127.0.0.1:{upstream_port}
+"""
 
 
 def post_body(n_bytes):

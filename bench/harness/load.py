@@ -74,8 +74,13 @@ def parse_oha(text):
     }
 
 
+def _pinned(cpus):
+    """`taskset -c CPUS` in front of a load generator, or nothing (unpinned)."""
+    return ["taskset", "-c", cpus] if cpus else []
+
+
 def wrk(url, *, seconds, connections, cpus, headers, script=None, timeout_s=10):
-    argv = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    argv = [*_pinned(cpus), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     argv += [f"--timeout={timeout_s}s"]
     for h in headers:
         argv += ["-H", h]
@@ -89,7 +94,7 @@ def wrk(url, *, seconds, connections, cpus, headers, script=None, timeout_s=10):
 
 
 def oha(url, *, seconds, connections, cpus, headers, rate, oha_bin):
-    argv = ["taskset", "-c", cpus, oha_bin, "--no-tui", "--output-format", "json", "--worker-threads", "1"]
+    argv = [*_pinned(cpus), oha_bin, "--no-tui", "--output-format", "json", "--worker-threads", "1"]
     argv += ["-z", f"{seconds}s", "-c", str(connections), "-q", str(rate), "--latency-correction"]
     for h in headers:
         argv += ["-H", h]

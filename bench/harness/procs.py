@@ -8,6 +8,7 @@ a load runs.
 """
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -24,6 +25,24 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def raise_fd_limit():
+    """Raises this process's soft RLIMIT_NOFILE to its hard limit (and the
+    hard one too, where allowed); every process it starts inherits it.
+    Returns the soft limit now in force."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        wants = [(1 << 20, hard)]
+    else:
+        wants = [(max(hard, 65536),) * 2, (hard, hard)]
+    for want in wants:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, want)
+            break
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def cpu_seconds(pid):

