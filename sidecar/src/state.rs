@@ -5,6 +5,7 @@
 //! `ArcSwap`: requests load it without a lock, and a reload swaps in a new
 //! one atomically while requests that began under the old one finish with it.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -13,7 +14,7 @@ use std::time::SystemTime;
 use http::HeaderValue;
 use http::uri::Authority;
 use prometheus::IntCounter;
-use subtle::{ConditionallySelectable, ConstantTimeEq};
+use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
@@ -50,6 +51,10 @@ pub struct ClientEntry {
 #[derive(Debug)]
 pub struct Clients {
     entries: Vec<Arc<ClientEntry>>,
+    /// Index of `entries` by the SHA-256 of the client's key, and by id:
+    /// the per-request cost must not grow with the number of clients.
+    by_digest: HashMap<[u8; 32], usize>,
+    by_id: HashMap<Arc<str>, usize>,
 }
 
 impl Clients {
@@ -84,24 +89,25 @@ impl Clients {
                     cert_names: c.cert_names.clone(),
                 })
             })
-            .collect();
-        Self { entries }
+            .collect::<Vec<Arc<ClientEntry>>>();
+        let by_digest = entries.iter().enumerate().filter_map(|(i, e)| e.key_sha256.map(|h| (h, i))).collect();
+        let by_id = entries.iter().enumerate().map(|(i, e)| (e.id.clone(), i)).collect();
+        Self { entries, by_digest, by_id }
     }
 
-    /// The client whose key hashes to `digest`. Every configured hash is
-    /// compared in constant time, whether or not an earlier one matched.
+    /// The client whose key hashes to `digest`, in time independent of the
+    /// number of clients: a lookup by the digest, then a constant-time
+    /// compare of the one candidate. What a lookup's timing could tell is
+    /// about SHA-256 digests under the map's random SipHash key, never
+    /// about a key itself.
     pub fn by_key_digest(&self, digest: &[u8; 32]) -> Option<&Arc<ClientEntry>> {
-        let mut found = 0u32; // index + 1; 0 = none
-        for (i, e) in self.entries.iter().enumerate() {
-            let Some(h) = &e.key_sha256 else { continue };
-            let eq = h.ct_eq(digest);
-            found = u32::conditional_select(&found, &(i as u32 + 1), eq);
-        }
-        found.checked_sub(1).map(|i| &self.entries[i as usize])
+        let entry = &self.entries[*self.by_digest.get(digest)?];
+        let known = entry.key_sha256.as_ref()?;
+        bool::from(known.ct_eq(digest)).then_some(entry)
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Arc<ClientEntry>> {
-        self.entries.iter().find(|e| &*e.id == id)
+        self.by_id.get(id).map(|&i| &self.entries[i])
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<ClientEntry>> {
@@ -204,4 +210,30 @@ pub struct Shared {
     /// Wakes the reload task (`POST /admin/reload`).
     pub reload: Notify,
     pub config_path: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use crate::test_util::{config, handles};
+
+    #[test]
+    fn every_key_of_ten_thousand_clients_finds_its_client_and_no_other() {
+        let mut yaml = String::from("listen: \"127.0.0.1:0\"\napp: \"127.0.0.1:1\"\nclients:\n");
+        let digest = |i: usize| -> [u8; 32] { Sha256::digest(format!("key-{i}")).into() };
+        let hex = |d: [u8; 32]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        for i in 0..10_000 {
+            yaml.push_str(&format!("  - id: c{i}\n    api_key_sha256: \"{}\"\n", hex(digest(i))));
+        }
+        let h = handles(config(&yaml), Some(std::path::Path::new("/dev/null")));
+        let snap = h.live.load();
+        for i in [0, 1, 4_999, 9_999] {
+            assert_eq!(&*snap.clients.by_key_digest(&digest(i)).unwrap().id, format!("c{i}"));
+            assert_eq!(&*snap.clients.by_id(&format!("c{i}")).unwrap().id, format!("c{i}"));
+        }
+        assert!(snap.clients.by_key_digest(&digest(10_000)).is_none());
+        assert!(snap.clients.by_key_digest(&[0; 32]).is_none());
+        assert!(snap.clients.by_id("c10000").is_none());
+    }
 }
