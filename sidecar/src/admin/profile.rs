@@ -131,6 +131,12 @@ fn folded(report: &pprof::Report) -> (String, u64) {
                 stack.push(';');
                 stack.push_str(&symbol.name().replace(';', ":"));
             }
+            // A sample taken inside a blocklisted library (a syscall in libc)
+            // has no frame left; name it the way perf does rather than emit a
+            // stack that is only a thread name.
+            if frames.frames.iter().all(Vec::is_empty) {
+                stack.push_str(";[unknown]");
+            }
             (stack, *count)
         })
         .collect();
