@@ -79,11 +79,6 @@ impl ServerSpan {
         }
     }
 
-    /// A handle that runs work in this span from another task.
-    pub fn handle(&self) -> SpanHandle {
-        SpanHandle { current: self.context.map(|context| Current { tracer: self.tracer.clone(), context }) }
-    }
-
     /// Records the span with the answer's status.
     pub fn finish(self, status: u16, mut attributes: Vec<KeyValue>) {
         let Some(context) = self.context.filter(|c| c.sampled && self.tracer.is_on()) else { return };
@@ -199,9 +194,12 @@ mod tests {
         let untraced = ServerSpan::start(&tracer, &HeaderMap::new(), "s");
         assert!(untraced.ids().is_none());
         assert!(untraced.in_span(async { ClientSpan::start("c").traceparent() }).await.is_none());
-        // A spawned task keeps the span through its handle.
-        let handle = server.handle();
+        // A spawned task keeps the span through the handle it was given.
+        let handle = server.in_span(async { current_span() }).await;
         let tp = tokio::spawn(handle.in_span(async { ClientSpan::start("c").traceparent() })).await.unwrap();
-        assert!(tp.is_some());
+        assert_eq!(tp.unwrap().to_str().unwrap(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        // Taken outside any span, the handle carries nothing.
+        let tp = tokio::spawn(current_span().in_span(async { ClientSpan::start("c").traceparent() })).await.unwrap();
+        assert!(tp.is_none());
     }
 }
