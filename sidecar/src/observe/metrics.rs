@@ -13,8 +13,10 @@
 //! detailed metrics, shed with `detailed_metrics`. They are plain atomics
 //! per client ([`ClientCounts`], kept by id across reloads) rendered at
 //! scrape time: a labelled child of the prometheus crate per series cost
-//! about 41 KB a client (431 MB of RSS with 10,000 clients). `paymesh_migration_percent{feature}` keeps its series;
-//! a configured client with an override adds `{client,feature}`.
+//! about 41 KB a client (431 MB of RSS with 10,000 clients).
+//!
+//! `paymesh_migration_percent{feature}` keeps its series; a configured
+//! client with an override adds `{client,feature}`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
