@@ -1,11 +1,11 @@
 //! Authentication: who is calling, from an API key or a client certificate.
 //!
 //! `Authorization: Bearer <key>` is hashed with SHA-256 and looked up by
-//! that digest, its one candidate compared in constant time (the cost
-//! does not grow with the number of clients; see `Clients::by_key_digest`). Without a key, a verified mTLS
-//! certificate that maps to a client (`cert_names`) authenticates it. On
-//! success the client id goes into `x-paymesh-client` and the key itself
-//! stops here: the app never sees it. Never shed, never skipped.
+//! that digest (the cost does not grow with the number of clients; see
+//! `Clients::by_key_digest`). Without a key, a verified mTLS certificate
+//! that maps to a client (`cert_names`) authenticates it. On success the
+//! client id goes into `x-paymesh-client` and the key itself stops here:
+//! the app never sees it. Never shed, never skipped.
 
 use std::sync::Arc;
 
