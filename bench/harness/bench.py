@@ -125,10 +125,13 @@ class Bench:
             pass
         self.services, self.urls, self.access_logs, self.ports = {}, {}, {}, {}
         up_port = procs.free_port()
-        self.services["upstream"] = procs.Service(
-            "upstream",
-            [self.upstream_bin, "--listen", f"127.0.0.1:{up_port}", "--body-bytes", str(a.body_bytes)],
-            cpus=pin["upstream"], log_dir=self.logs)
+        argv = [self.upstream_bin, "--listen", f"127.0.0.1:{up_port}", "--body-bytes", str(a.body_bytes)]
+        # --transport unix: the proxies reach the upstream over this socket;
+        # its TCP port stays for readiness and the direct runs.
+        self.up_socket = os.path.join(self.work, "upstream.sock") if a.transport == "unix" else None
+        if self.up_socket:
+            argv += ["--listen-unix", self.up_socket]
+        self.services["upstream"] = procs.Service("upstream", argv, cpus=pin["upstream"], log_dir=self.logs)
         self.services["upstream"].wait_ready(f"http://127.0.0.1:{up_port}/healthz")
         self.urls["direct"] = f"http://127.0.0.1:{up_port}"
         if "sidecar" in a.targets:
@@ -137,7 +140,7 @@ class Bench:
             port = procs.free_port()
             cfg = os.path.join(self.work, "haproxy.cfg")
             text = configs.haproxy_cfg(listen_port=port, upstream_port=up_port, threads=a.workers,
-                                       maxconn=self.max_connections)
+                                       maxconn=self.max_connections, upstream_socket=self.up_socket)
             # -db: foreground, no daemon, so /proc/PID is haproxy itself.
             self.start_proxy("haproxy", port, cfg, text, [self.haproxy_bin, "-f", cfg, "-db"],
                              ready=f"http://127.0.0.1:{port}{configs.HAPROXY_READY}", metrics=None)
@@ -146,7 +149,7 @@ class Bench:
             self.access_logs["envoy"] = os.path.join(self.work, "envoy-access.log")
             cfg = os.path.join(self.work, "envoy.json")
             text = configs.envoy_yaml(listen_port=port, upstream_port=up_port, admin_port=admin,
-                                      access_log=self.access_logs["envoy"])
+                                      access_log=self.access_logs["envoy"], upstream_socket=self.up_socket)
             argv = [self.envoy_bin, "-c", cfg, "--concurrency", str(a.workers), "--log-level", "warn",
                     "--disable-hot-restart"]
             self.start_proxy("envoy", port, cfg, text, argv, ready=f"http://127.0.0.1:{admin}/ready",
@@ -177,7 +180,8 @@ class Bench:
         os.makedirs(tag, exist_ok=True)
         self.access_logs[name] = os.path.join(tag, "sidecar-access.log")
         cfg = os.path.join(self.work, f"{name}.yaml")
-        text = configs.sidecar_yaml(listen=f"127.0.0.1:{port}", app=f"127.0.0.1:{up_port}",
+        app = f"unix:{self.up_socket}" if self.up_socket else f"127.0.0.1:{up_port}"
+        text = configs.sidecar_yaml(listen=f"127.0.0.1:{port}", app=app,
                                     admin=f"127.0.0.1:{admin}", workers=self.a.workers, work_dir=tag,
                                     max_connections=self.max_connections, clients=clients)
         self.start_proxy(name, port, cfg, text, [self.sidecar_bin, "--config", cfg],
@@ -491,7 +495,7 @@ class Bench:
             "settings": {
                 "smoke": a.smoke, "reps": a.reps, "closed_s": a.seconds, "fixed_s": a.fixed_seconds,
                 "connections": a.connections, "workers": a.workers, "body_bytes": a.body_bytes,
-                "post_bytes": a.post_bytes, "layouts": a.layouts, "quiet_wait_s": a.quiet_wait, "retries": a.retries,
+                "post_bytes": a.post_bytes, "layouts": a.layouts, "transport": a.transport, "quiet_wait_s": a.quiet_wait, "retries": a.retries,
                 "fd_limit": self.fd_limit, "max_connections": self.max_connections, "idle": a.idle,
                 "scale_clients": a.scale_clients, "scale_connections": a.scale_connections,
             },

@@ -84,9 +84,14 @@ access_log:
 """
 
 
-def envoy_yaml(*, listen_port, upstream_port, admin_port, access_log):
+def envoy_yaml(*, listen_port, upstream_port, admin_port, access_log, upstream_socket=None):
     """Envoy with the same features; JSON (a subset of YAML) so no YAML
-    library is needed."""
+    library is needed. With `upstream_socket`, the upstream is that Unix
+    socket instead of the port."""
+    if upstream_socket:
+        upstream = {"pipe": {"path": upstream_socket}}
+    else:
+        upstream = {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}
     pct100 = {"numerator": 100, "denominator": "HUNDRED"}
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -201,11 +206,7 @@ def envoy_yaml(*, listen_port, upstream_port, admin_port, access_log):
                             {
                                 "lb_endpoints": [
                                     {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {"address": "127.0.0.1", "port_value": upstream_port}
-                                            }
-                                        }
+                                        "endpoint": {"address": upstream}
                                     }
                                 ]
                             }
@@ -221,11 +222,13 @@ def envoy_yaml(*, listen_port, upstream_port, admin_port, access_log):
 HAPROXY_READY = "/haproxy-ready"
 
 
-def haproxy_cfg(*, listen_port, upstream_port, threads, maxconn):
+def haproxy_cfg(*, listen_port, upstream_port, threads, maxconn, upstream_socket=None):
     """haproxy as a plain HTTP proxy: keep-alive to the client and to the
     upstream (`http-reuse always`: any idle upstream connection serves any
     request), `nbthread` = the other proxies' workers, no logging, and a
-    monitor URI for readiness that never reaches the upstream."""
+    monitor URI for readiness that never reaches the upstream. With
+    `upstream_socket`, the upstream is that Unix socket."""
+    server = f"unix@{upstream_socket}" if upstream_socket else f"127.0.0.1:{upstream_port}"
     return f"""# Written by bench/harness: plain HTTP proxying, no logging.
 global
     nbthread {threads}
@@ -248,7 +251,7 @@ frontend public
     default_backend app
 
 backend app
-    server app 127.0.0.1:{upstream_port}
+    server app {server}
 """
 
 

@@ -351,7 +351,8 @@ def markdown(doc):
         f"{s['reps']} repetitions per layout, interleaved (each repetition runs every scenario against every target "
         f"in turn, the starting target rotating). Closed-loop runs {s['closed_s']} s with wrk "
         f"({s['connections']} connections), fixed-rate runs {s['fixed_s']} s with oha. Every proxy runs "
-        f"{s['workers']} worker thread(s). "
+        f"{s['workers']} worker thread(s) and reaches the upstream over "
+        f"{'a Unix socket' if s.get('transport') == 'unix' else 'loopback TCP'} (direct runs: TCP). "
         + (f"Before each run the harness waits up to {s['quiet_wait_s']} s for other processes to calm down, and "
            f"runs again (up to {s['retries']} time(s)) a run that they disturbed. " if s.get("quiet_wait_s") else "")
         + "Figures are medians with (min–max) over the repetitions. CPU per request is `utime + stime` of the "

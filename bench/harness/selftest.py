@@ -235,6 +235,16 @@ class Configs(unittest.TestCase):
         text = json.dumps(doc)
         self.assertIn(f"Bearer {configs.API_KEY}", text)
         self.assertIn("local_ratelimit", text)
+        self.assertIn('"port_value": 2', text)
+
+    def test_envoy_reaches_a_unix_upstream_through_a_pipe(self):
+        import json
+
+        doc = json.loads(configs.envoy_yaml(listen_port=1, upstream_port=2, admin_port=3, access_log="/x",
+                                            upstream_socket="/w/up.sock"))
+        cluster = doc["static_resources"]["clusters"][0]
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        self.assertEqual(endpoint["address"], {"pipe": {"path": "/w/up.sock"}})
 
 
 class Haproxy(unittest.TestCase):
@@ -244,6 +254,9 @@ class Haproxy(unittest.TestCase):
                      "bind 127.0.0.1:1", "server app 127.0.0.1:2", f"monitor-uri {configs.HAPROXY_READY}"):
             self.assertIn(line, cfg)
         self.assertNotIn("log ", cfg)
+        unix = configs.haproxy_cfg(listen_port=1, upstream_port=2, threads=3, maxconn=9936, upstream_socket="/w/u")
+        self.assertIn("server app unix@/w/u", unix)
+        self.assertNotIn("127.0.0.1:2", unix)
 
     def test_version(self):
         self.assertEqual(tools.haproxy_version.__doc__.split("`")[1], "haproxy 2.6.12")
@@ -283,13 +296,15 @@ class Idle(unittest.TestCase):
 
 class Settings(unittest.TestCase):
     def test_layouts_and_smoke(self):
-        old = {k: os.environ.pop(k, None) for k in ("BENCH_SMOKE", "BENCH_LAYOUTS", "BENCH_IDLE")}
+        old = {k: os.environ.pop(k, None) for k in ("BENCH_SMOKE", "BENCH_LAYOUTS", "BENCH_IDLE", "BENCH_TRANSPORT")}
         try:
             a = settings.parse_args([])
             self.assertEqual(a.layouts, ["pinned", "unpinned"])
             self.assertEqual(a.idle, [1000, 10000])
             self.assertEqual(a.scale_connections, [100, 10000])
             self.assertEqual(a.targets, ["direct", "sidecar", "haproxy", "envoy"])
+            self.assertEqual(a.transport, "tcp")
+            self.assertEqual(settings.parse_args(["--transport", "unix"]).transport, "unix")
             a = settings.parse_args(["--smoke"])
             self.assertEqual((a.layouts, a.idle, a.scale_connections), (["pinned"], [100, 1000], [100, 1000]))
             self.assertEqual(settings.parse_args(["--idle", "0"]).idle, [])

@@ -20,6 +20,10 @@ LAYOUTS = {
     "unpinned": "no pinning: proxy, upstream and load generator share every core (how a sidecar lives next to its app)",
 }
 PROXIES = ("sidecar", "haproxy", "envoy")
+TRANSPORTS = {
+    "tcp": "every proxy reaches the upstream over loopback TCP",
+    "unix": "every proxy reaches the upstream over a Unix socket (the sidecar's `app: unix:…`)",
+}
 GET_PATH = "/v1/charges/ch_bench_0001"
 POST_PATH = "/v1/charges"
 
@@ -44,6 +48,8 @@ def parse_args(argv):
     p.add_argument("--targets", default="direct,sidecar,haproxy,envoy")
     p.add_argument("--layouts", default=os.environ.get("BENCH_LAYOUTS", ""),
                    help="pinned,unpinned (default both; smoke: pinned)")
+    p.add_argument("--transport", choices=tuple(TRANSPORTS), default=os.environ.get("BENCH_TRANSPORT", "tcp"),
+                   help="the proxies' hop to the upstream (default tcp); direct runs always use TCP")
     p.add_argument("--idle", default=os.environ.get("BENCH_IDLE", ""),
                    help="idle keep-alive connection counts, e.g. 1000,10000 (default; smoke 100,1000; 0 skips)")
     p.add_argument("--scale", action=argparse.BooleanOptionalAction,

@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -21,7 +22,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Static HTTP/1.1 upstream for paymesh benchmarks")]
@@ -29,6 +31,11 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, env = "PAYMESH_BENCH_LISTEN", default_value = "127.0.0.1:18081")]
     listen: SocketAddr,
+    /// Also listen on this Unix socket (a stale file there is replaced), as
+    /// an app does behind `app: unix:…`; `--listen` stays for readiness and
+    /// direct runs.
+    #[arg(long, env = "PAYMESH_BENCH_LISTEN_UNIX")]
+    listen_unix: Option<PathBuf>,
     /// Size of the body sent with every answer.
     #[arg(long, env = "PAYMESH_BENCH_BODY_BYTES", default_value_t = 128)]
     body_bytes: usize,
@@ -52,29 +59,56 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     // A JSON-ish body: printable, so access logs and curl stay readable.
     let body = Bytes::from(json_body(cli.body_bytes));
     eprintln!("paymesh-bench-upstream listening on {} ({} byte body)", listener.local_addr()?, body.len());
+    if let Some(path) = &cli.listen_unix {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", path.display()));
+            }
+            _ => {}
+        }
+        let unix = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+        eprintln!("paymesh-bench-upstream listening on unix:{}", path.display());
+        let body = body.clone();
+        tokio::spawn(async move {
+            loop {
+                match unix.accept().await {
+                    Ok((stream, _)) => connection(stream, body.clone()),
+                    Err(e) => accept_failed(e).await,
+                }
+            }
+        });
+    }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        let (stream, _) = tokio::select! {
+        tokio::select! {
             _ = sigterm.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    connection(stream, body.clone());
                 }
+                Err(e) => accept_failed(e).await,
             },
-        };
-        let _ = stream.set_nodelay(true);
-        let body = body.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| answer(req, body.clone()));
-            // Errors here are clients hanging up mid-request: normal under
-            // load-generator shutdown, not worth a line each.
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-        });
+        }
     }
+}
+
+async fn accept_failed(e: std::io::Error) {
+    eprintln!("accept failed: {e}");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+}
+
+fn connection<S>(stream: S, body: Bytes)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| answer(req, body.clone()));
+        // Errors here are clients hanging up mid-request: normal under
+        // load-generator shutdown, not worth a line each.
+        let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+    });
 }
 
 async fn answer(req: Request<Incoming>, body: Bytes) -> Result<Response<Full<Bytes>>, Infallible> {
