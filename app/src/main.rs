@@ -1,4 +1,7 @@
-//! `paymesh-app` entry point: flags, logging, the listener.
+//! `paymesh-app` entry point: flags, logging, the listener; `--probe` asks
+//! a running app's `/healthz` instead (`probe.rs`).
+
+mod probe;
 
 use clap::Parser;
 use hyper_util::rt::TokioExecutor;
@@ -8,12 +11,19 @@ use paymesh_app::backends::{Backends, Override};
 use paymesh_app::{App, Settings};
 use paymesh_process::{Address, LogFormat, init_logging, plain, serve_http, serve_http_unix, stop_signal};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The thin payments app: validation and core routing to the legacy or the
-/// orchestration path, behind the sidecar on loopback.
+/// orchestration path, behind the sidecar on loopback or a Unix socket.
+///
+/// `paymesh-app --probe` serves nothing: it sends `GET /healthz` to the app
+/// at --listen (TCP or unix:) and exits 0 on a 200, else 1 with the reason
+/// on stderr (no socket file, connection refused, no answer within
+/// --probe-timeout, another status): the app's liveness and readiness
+/// probe in a pod, where the kubelet's httpGet cannot reach it.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -89,6 +99,13 @@ struct Args {
     /// Log format: json or text.
     #[arg(long, value_enum, env = "PAYMESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Do not serve: probe the app at --listen (GET /healthz), exit 0 on a
+    /// 200 and 1 otherwise, with the reason on stderr.
+    #[arg(long, env = "PAYMESH_APP_PROBE")]
+    probe: bool,
+    /// Bound on the whole --probe: connect, request and status line.
+    #[arg(long, env = "PAYMESH_APP_PROBE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    probe_timeout: Duration,
 }
 
 /// The app's listener: TCP, or a Unix socket.
@@ -97,8 +114,20 @@ enum Bound {
     Unix(tokio::net::UnixListener),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    if args.probe {
+        return Ok(match probe::probe(&args.listen, args.probe_timeout) {
+            Ok(answer) => {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("paymesh-app --probe: {why}");
+                ExitCode::FAILURE
+            }
+        });
+    }
     init_logging(args.log_format);
     let backends = Backends {
         orchestrator: args.orchestrator.clone(),
@@ -183,6 +212,7 @@ fn main() -> anyhow::Result<()> {
             Bound::Unix(listener) => serve_http_unix(listener, http, handle, stop_signal(), drain).await,
         }
         tracer.flush(Duration::from_secs(2)).await;
-        Ok(())
-    })
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

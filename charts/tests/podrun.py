@@ -6,9 +6,11 @@ rendered objects, and:
 - materialises its volumes in a temp dir: a ConfigMap or Secret volume gets
   the object's keys as files, an emptyDir or PVC an empty directory;
 - maps every mount path to that volume's directory, and rewrites mount paths
-  in commands, arguments, environment values and ConfigMap/Secret file
-  contents accordingly (so /var/lib/paymesh/migration.json becomes
-  <tmp>/volumes/state/migration.json);
+  in commands, arguments, environment values, probes and ConfigMap/Secret
+  file contents accordingly (so /var/lib/paymesh/migration.json becomes
+  <tmp>/volumes/state/migration.json); in what a container runs, only the
+  paths it mounts itself, so a path on a volume it lacks is missing for it
+  as in the cluster;
 - stands in for cluster DNS: http://<service>[.<ns>.svc[.cluster.local]]:<port>
   becomes http://127.0.0.1:<target port>, the target port resolved from the
   selected pods' container ports, as kube-proxy would;
@@ -151,7 +153,7 @@ class Pod:
         self.volume_dirs = {n: self.root / "volumes" / n for n in volumes}
         # Longest first, so /etc/paymesh/config wins over /etc/paymesh.
         self._mount_res = [
-            (re.compile(r"(?<![A-Za-z0-9_.\-/])" + re.escape(mp) + r"(?![A-Za-z0-9_.\-])"), str(d))
+            (mp, re.compile(r"(?<![A-Za-z0-9_.\-/])" + re.escape(mp) + r"(?![A-Za-z0-9_.\-])"), str(d))
             for mp, d in sorted(self.mounts.items(), key=lambda kv: -len(kv[0]))
         ]
         names = sorted({svc for svc, _ in self.services}, key=len, reverse=True)
@@ -168,10 +170,13 @@ class Pod:
             else None
         )
 
-    def rewrite(self, text: str) -> str:
-        """Mount paths to local dirs, Service addresses to local ports."""
-        for pattern, target in self._mount_res:
-            text = pattern.sub(lambda _m, t=target: t, text)
+    def rewrite(self, text: str, c: dict[str, Any] | None = None) -> str:
+        """Mount paths to local dirs (only those container `c` mounts, when
+        given), Service addresses to local ports."""
+        mounted = None if c is None else {m["mountPath"] for m in c.get("volumeMounts", [])}
+        for mount_path, pattern, target in self._mount_res:
+            if mounted is None or mount_path in mounted:
+                text = pattern.sub(lambda _m, t=target: t, text)
         if self._svc_re is not None:
 
             def svc(m: re.Match[str]) -> str:
@@ -246,12 +251,12 @@ class Pod:
             if obj is None:
                 raise PodError(f"container {c['name']}: envFrom {kind} {ref['name']} does not exist")
             for k, v in self._data(obj).items():
-                env[src.get("prefix", "") + k] = self.rewrite(v)
+                env[src.get("prefix", "") + k] = self.rewrite(v, c)
         for e in c.get("env", []):
             if "value" in e:
-                env[e["name"]] = self.rewrite(self._expand(str(e["value"]), env))
+                env[e["name"]] = self.rewrite(self._expand(str(e["value"]), env), c)
             elif "valueFrom" in e:
-                env[e["name"]] = self.rewrite(self._value_from(c, e))
+                env[e["name"]] = self.rewrite(self._value_from(c, e), c)
             else:
                 env[e["name"]] = ""
         return env
@@ -309,7 +314,7 @@ class Pod:
         command = list(c.get("command") or [])
         if not command:
             raise PodError(f"container {c['name']} has no command (the image has no entrypoint)")
-        argv = [self.rewrite(self._expand(str(a), env)) for a in command + list(c.get("args") or [])]
+        argv = [self.rewrite(self._expand(str(a), env), c) for a in command + list(c.get("args") or [])]
         exe = argv[0]
         if "/" not in exe:
             found = shutil.which(exe, path=env["PATH"])
@@ -396,7 +401,7 @@ class Pod:
                 return False
         if "exec" in probe:
             env = self._env(c)
-            argv = [self.rewrite(a) for a in probe["exec"]["command"]]
+            argv = [self.rewrite(a, c) for a in probe["exec"]["command"]]
             try:
                 return subprocess.run(argv, env=env, capture_output=True, timeout=timeout).returncode == 0
             except (OSError, subprocess.TimeoutExpired):
@@ -474,7 +479,7 @@ class Pod:
             time.sleep(int(hook["sleep"]["seconds"]))
         elif "exec" in hook:
             subprocess.run(
-                [self.rewrite(a) for a in hook["exec"]["command"]],
+                [self.rewrite(a, proc.container) for a in hook["exec"]["command"]],
                 env=self._env(proc.container),
                 capture_output=True,
                 timeout=30,

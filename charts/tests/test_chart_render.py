@@ -167,7 +167,7 @@ def test_chart_refuses_a_grace_period_shorter_than_the_drain(drain, grace, ok):
 def test_sidecar_config_in_configmap_and_clients_in_secret(rendered, value_set):
     cfg = sidecar_config(rendered)
     assert "clients" not in cfg
-    assert cfg["listen"] == "0.0.0.0:8080" and cfg["app"] == "127.0.0.1:8081"
+    assert cfg["listen"] == "0.0.0.0:8080" and cfg["app"] == "unix:/run/paymesh-app/app.sock"
     assert cfg["admin"] == {"listen": "0.0.0.0:9901", "token_file": "/etc/paymesh/admin/token"}
     for cm in rendered.of_kind("ConfigMap"):
         text = json.dumps(cm["data"])

@@ -3,12 +3,14 @@ processes in the pod's order, with their commands, arguments and environment,
 their volumes in temp dirs; the demo orchestrator from the chart beside it; a
 charge sent through the Service's target port; the chart's `helm test` Pod;
 then a stop in Kubernetes' order. Ports are free local ports, set through
-values."""
+values. The app hop is the default Unix socket, and loopback TCP in the
+`tcp` variant."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 import time
 import uuid
@@ -27,9 +29,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {},
     "tls": helpers.load_values("tls"),
     "existing-secret": helpers.load_values("existing-secret"),
+    "tcp": {"app": {"transport": "tcp"}},
 }
-OPERATOR_OBJECTS = {"plain": "default", "tls": "tls", "existing-secret": "existing-secret"}
-KEYS = {"plain": helpers.DEMO_KEY, "tls": helpers.DEMO_KEY, "existing-secret": helpers.OPS_KEY}
+OPERATOR_OBJECTS = {"plain": "default", "tls": "tls", "existing-secret": "existing-secret", "tcp": "default"}
+KEYS = {"plain": helpers.DEMO_KEY, "tls": helpers.DEMO_KEY, "existing-secret": helpers.OPS_KEY, "tcp": helpers.DEMO_KEY}
 CHARGE = {"amount": 1000, "currency": "usd", "source": "tok_visa", "description": "pod run"}
 
 
@@ -163,8 +166,17 @@ def test_pod_run(variant: str, tmp_path: Path, tls_dir: Path):
 
         status, metrics = admin_get(admin, "/metrics")
         assert status == 200 and b"paymesh_requests_total" in metrics
-        # The probes the kubelet would run: the app's exec GET of /healthz
-        # (it listens on loopback only) and telemetryd's --check.
+        # The app serves where the sidecar dials: its socket, on no TCP port,
+        # or loopback with the tcp transport.
+        if variant == "tcp":
+            socket.create_connection(("127.0.0.1", app), timeout=2).close()
+            assert "app-socket" not in gateway.volume_dirs
+        else:
+            assert (gateway.volume_dirs["app-socket"] / "app.sock").is_socket()
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", app), timeout=2)
+        # The probes the kubelet would run: the app's `paymesh-app --probe`
+        # (it listens on a socket or loopback only) and telemetryd's --check.
         for container, kinds in (("app", ("livenessProbe", "readinessProbe")), ("telemetryd", ("livenessProbe",))):
             c = gateway.running(container).container
             for kind in kinds:

@@ -89,7 +89,7 @@ def test_defaults_render_no_etcd_or_orchestration_tls():
     assert volume(r, "etcd") is None and volume(r, "orchestration-tls") is None
     app = env(container(r, "app"))
     assert [k for k in app if k.startswith("PAYMESH_APP_ORCHESTRATOR")] == ["PAYMESH_APP_ORCHESTRATOR"]
-    assert "volumeMounts" not in container(r, "app")
+    assert mounts(container(r, "app")) == {"app-socket": "/run/paymesh-app"}
 
 
 def test_secured_etcd_renders_the_contract_keys_and_their_files():
@@ -150,7 +150,7 @@ def test_per_feature_orchestration_services_and_their_tls():
     assert app["PAYMESH_APP_ORCHESTRATOR_CA"] == f"{ORCH_DIR}/ca.crt"
     assert app["PAYMESH_APP_ORCHESTRATOR_CERT"] == f"{ORCH_DIR}/tls.crt"
     assert app["PAYMESH_APP_ORCHESTRATOR_KEY"] == f"{ORCH_DIR}/tls.key"
-    assert mounts(container(r, "app")) == {"orchestration-tls": ORCH_DIR}
+    assert mounts(container(r, "app")) == {"app-socket": "/run/paymesh-app", "orchestration-tls": ORCH_DIR}
     assert projected_files(volume(r, "orchestration-tls")) == {
         "ca.crt": ("configMap", "orchestration-ca", "bundle.pem"),
         "tls.crt": ("secret", "paymesh-app-client", "tls.crt"),

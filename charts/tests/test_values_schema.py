@@ -62,6 +62,7 @@ BAD = [
     ({"clients": [{"id": "a", "api_key": "secret", "api_key_sha256": "a" * 64}]}, "api_key"),
     ({"clients": [{"id": "a", "api_key_sha256": "a" * 64, "rate": {"per_second": 0}}]}, "per_second"),
     ({"app": {"port": -5}}, "port"),
+    ({"app": {"transport": "vsock"}}, "transport"),
     ({"app": {"orchestratorUrl": "orchestrator:8090"}}, "orchestratorUrl"),
     ({"app": {"preStopSleepSeconds": -1}}, "preStopSleepSeconds"),
     ({"telemetryd": {"diskPaths": ["relative/dir"]}}, "diskPaths"),

@@ -215,6 +215,7 @@ are fixed by the chart rather than taken from values.
 {{- define "paymesh.path.orchestratorTls" -}}/etc/paymesh-orchestrator/tls{{- end }}
 {{- define "paymesh.path.state" -}}/var/lib/paymesh{{- end }}
 {{- define "paymesh.path.run" -}}/run/paymesh{{- end }}
+{{- define "paymesh.path.appSocket" -}}/run/paymesh-app{{- end }}
 {{- define "paymesh.path.data" -}}/var/lib/paymesh-orchestrator{{- end }}
 
 {{/*
@@ -242,7 +243,7 @@ by the config init container). Keys the chart owns win over values.
 {{- $c := .Values.sidecar.config }}
 {{- $cfg := dict
   "listen" (printf "%s:%d" .Values.sidecar.listenHost (int .Values.sidecar.port))
-  "app" (printf "127.0.0.1:%d" (int .Values.app.port))
+  "app" (include "paymesh.appAddress" .)
   "admin" (dict
       "listen" (printf "%s:%d" .Values.sidecar.adminHost (int .Values.sidecar.adminPort))
       "token_file" (printf "%s/token" (include "paymesh.path.admin" .)))
@@ -316,16 +317,26 @@ variable: both follow the sidecar's sampling decision (parent-based).
 {{- if .Values.sidecar.tls.enabled }}https{{ else }}http{{ end }}
 {{- end }}
 
-{{/* The app's probe command. The app listens on loopback only, where the
-     kubelet's httpGet cannot reach; this asks its /healthz from inside the
-     pod with bash's /dev/tcp (the image has bash, not curl) and passes on a
-     200 status line. */}}
+{{/* The app's address: its --listen (PAYMESH_APP_LISTEN) and the sidecar's
+     `app`. With app.transport unix, a socket on the app-socket volume, which
+     only the app and the sidecar mount: nothing else in the pod can reach
+     the app. With tcp, loopback. */}}
+{{- define "paymesh.appAddress" -}}
+{{- if eq .Values.app.transport "unix" }}
+{{- printf "unix:%s/app.sock" (include "paymesh.path.appSocket" .) }}
+{{- else }}
+{{- printf "127.0.0.1:%d" (int .Values.app.port) }}
+{{- end }}
+{{- end }}
+
+{{/* The app's probe command, given the probe's values. The kubelet's
+     httpGet reaches neither loopback nor a socket, and the image has no
+     curl: `paymesh-app --probe` GETs /healthz at PAYMESH_APP_LISTEN (the
+     container's own environment) and passes on a 200, giving up a second
+     before the kubelet would (its timeoutSeconds, Kubernetes' default 1)
+     so that the reason is in the probe's output. */}}
 {{- define "paymesh.appProbeCommand" -}}
-- /bin/bash
-- -c
-- >-
-  exec 3<>/dev/tcp/127.0.0.1/{{ .Values.app.port }}
-  && printf 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
-  && read -r -t {{ .Values.app.probes.liveness.timeoutSeconds | default 3 }} status <&3
-  && [[ $status == "HTTP/1.1 200"* ]]
+- paymesh-app
+- --probe
+- --probe-timeout={{ max 1 (sub (int (.timeoutSeconds | default 1)) 1) }}s
 {{- end }}
