@@ -12,14 +12,14 @@
 //! clients, which measures the machine at saturation instead). One
 //! orchestrator and one app serve three sidecars: two without shadowing
 //! (`shadow.sample_percent: 0`, "off" and its twin "control") and one with
-//! it (100). Each round sends the same GETs of charges through each in
-//! turn, so drift in the machine's load falls on all alike; the shadowed
-//! side's own extra load (every read done twice) is part of what is
-//! measured. Prints p50/p99 per side over all rounds, the shadow outcomes
-//! the sidecar counted, and two differences of p99: shadow on vs off, and
-//! control vs off, which differ in nothing: the second is the noise floor
-//! of the machine and of the run's size, below which the first means
-//! nothing.
+//! it (100). The sides take turns in blocks of one second's GETs of the
+//! same charges, the order rotating every block, so drift in the machine's
+//! load falls on all alike; the shadowed side's own extra load (every read
+//! done twice) is part of what is measured. Prints p50/p99 per side (p99
+//! with its 95 % interval), the shadow outcomes the sidecar counted, and
+//! two differences of p99: shadow on vs off, and control vs off, which
+//! differ in nothing: the second is the noise floor of the machine and of
+//! the run's size, below which the first means nothing.
 
 use paymesh_system_tests::sidecar::KEY;
 use paymesh_system_tests::{AppProcess, Client, Orchestrator, SidecarProcess, metric};
