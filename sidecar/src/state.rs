@@ -34,7 +34,6 @@ pub struct ClientEntry {
     pub id: Arc<str>,
     /// The `x-paymesh-client` value, built once.
     pub header: HeaderValue,
-    key_sha256: Option<[u8; 32]>,
     pub rate: Rate,
     /// `Fleet`: `bucket` holds this sidecar's share, set by `crate::fleet`.
     pub scope: Scope,
@@ -79,7 +78,6 @@ impl Clients {
                 Arc::new(ClientEntry {
                     id: Arc::from(c.id.as_str()),
                     header: HeaderValue::from_str(&c.id).expect("validated client id"),
-                    key_sha256: c.api_key_sha256,
                     rate: c.rate,
                     scope: c.scope,
                     bucket,
@@ -89,7 +87,8 @@ impl Clients {
                 })
             })
             .collect::<Vec<Arc<ClientEntry>>>();
-        let by_digest = entries.iter().enumerate().filter_map(|(i, e)| e.key_sha256.map(|h| (h, i))).collect();
+        let by_digest =
+            config.clients.iter().enumerate().filter_map(|(i, c)| c.api_key_sha256.map(|h| (h, i))).collect();
         let by_id = entries.iter().enumerate().map(|(i, e)| (e.id.clone(), i)).collect();
         Self { entries, by_digest, by_id }
     }

@@ -22,7 +22,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::components::{Component, Components};
@@ -56,14 +55,18 @@ pub struct Metrics {
     pub etcd_errors: [IntCounter; 4],
     /// Overrides applied for client ids the config does not have.
     pub migration_unknown_client_overrides: IntCounter,
-    /// Each configured client's counts, by id, kept across reloads.
+    /// Each configured client's counts, by id, kept across reloads; its
+    /// keys are the loaded config's clients, whose overrides are shown.
     client_counts: Mutex<HashMap<Arc<str>, Arc<ClientCounts>>>,
-    /// Ids of the loaded config's clients: whose overrides are shown.
-    config_clients: ArcSwap<Vec<Arc<str>>>,
 }
 
 /// The (migrating feature, legacy|orchestration) pairs a client is counted by.
 const PAIRS: usize = Feature::MIGRATING.len() * 2;
+
+/// The index of a (migrating feature, legacy|orchestration) pair.
+fn pair(feature: Feature, route: Route) -> usize {
+    feature.index() * 2 + route.index()
+}
 
 /// One configured client's answers: what `paymesh_client_requests_total`
 /// and `paymesh_client_request_duration_seconds` render, about 1 KB.
@@ -83,6 +86,49 @@ struct DurationCounts {
     sum_nanos: AtomicU64,
 }
 
+impl ClientCounts {
+    /// This client's series: a counter per (pair, class) onto `requests`,
+    /// a histogram per pair onto `durations`.
+    fn render(
+        &self,
+        id: &str,
+        requests: &mut Vec<prometheus::proto::Metric>,
+        durations: &mut Vec<prometheus::proto::Metric>,
+    ) {
+        use prometheus::proto::{Bucket, Counter, Histogram as HistogramValue, Metric};
+        let pairs = Feature::MIGRATING.into_iter().flat_map(|f| [Route::Legacy, Route::Orchestration].map(|r| (f, r)));
+        for (feature, route) in pairs {
+            let pair = pair(feature, route);
+            let [client, feature, route] = [("client", id), ("feature", feature.as_str()), ("route", route.as_str())];
+            for (c, class) in CLASSES.iter().enumerate() {
+                let mut value = Counter::default();
+                value.set_value(self.requests[pair * CLASSES.len() + c].load(Relaxed) as f64);
+                let mut m = Metric::default();
+                m.set_counter(value);
+                m.set_label(label_pairs(&[client, ("code", class), feature, route]));
+                requests.push(m);
+            }
+            let d = &self.durations[pair];
+            let mut cumulative = 0;
+            let buckets = DURATION_BUCKETS.iter().zip(&d.buckets).map(|(bound, n)| {
+                cumulative += n.load(Relaxed);
+                let mut b = Bucket::default();
+                b.set_cumulative_count(cumulative);
+                b.set_upper_bound(*bound);
+                b
+            });
+            let mut value = HistogramValue::default();
+            value.set_bucket(buckets.collect());
+            value.set_sample_count(cumulative + d.buckets[DURATION_BUCKETS.len()].load(Relaxed));
+            value.set_sample_sum(d.sum_nanos.load(Relaxed) as f64 / 1e9);
+            let mut m = Metric::default();
+            m.set_histogram(value);
+            m.set_label(label_pairs(&[client, feature, route]));
+            durations.push(m);
+        }
+    }
+}
+
 /// A configured client's counts, as its `ClientEntry` holds them.
 #[derive(Debug, Clone)]
 pub struct ClientSeries(Arc<ClientCounts>);
@@ -94,7 +140,7 @@ impl ClientSeries {
         if feature == Feature::Other || route == Route::None {
             return;
         }
-        let pair = feature.index() * 2 + route.index();
+        let pair = pair(feature, route);
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.0.requests[pair * CLASSES.len() + class].fetch_add(1, Relaxed);
         if let Some(s) = seconds {
@@ -227,14 +273,13 @@ impl Metrics {
             etcd_errors,
             migration_unknown_client_overrides,
             client_counts: Mutex::default(),
-            config_clients: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
     /// A configured client's counts: the same ones across reloads, so a
     /// reload never resets a counter.
     pub fn client_series(&self, client: &str) -> ClientSeries {
-        let mut counts = self.client_counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self.clients();
         if let Some(c) = counts.get(client) {
             return ClientSeries(c.clone());
         }
@@ -247,55 +292,24 @@ impl Metrics {
     /// the counts of clients no longer configured are dropped.
     pub fn set_config_clients(&self, ids: Vec<Arc<str>>) {
         let keep: HashSet<&str> = ids.iter().map(|id| &**id).collect();
-        self.client_counts.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, _| keep.contains(&**id));
-        self.config_clients.store(Arc::new(ids));
+        self.clients().retain(|id, _| keep.contains(&**id));
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<ClientCounts>>> {
+        self.client_counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `paymesh_client_requests_total` and
     /// `paymesh_client_request_duration_seconds` of every configured client,
     /// zeros included, in client order.
     fn client_families(&self) -> [prometheus::proto::MetricFamily; 2] {
-        use prometheus::proto::{Bucket, Counter, Histogram as HistogramValue, Metric, MetricFamily, MetricType};
-        let mut clients: Vec<(Arc<str>, Arc<ClientCounts>)> = {
-            let counts = self.client_counts.lock().unwrap_or_else(|e| e.into_inner());
-            counts.iter().map(|(id, c)| (id.clone(), c.clone())).collect()
-        };
+        use prometheus::proto::{MetricFamily, MetricType};
+        let mut clients: Vec<(Arc<str>, Arc<ClientCounts>)> =
+            self.clients().iter().map(|(id, c)| (id.clone(), c.clone())).collect();
         clients.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let (mut requests, mut durations) = (Vec::new(), Vec::new());
         for (id, counts) in &clients {
-            for (f, feature) in Feature::MIGRATING.iter().enumerate() {
-                for (r, route) in [Route::Legacy, Route::Orchestration].iter().enumerate() {
-                    let pair = f * 2 + r;
-                    let labels = [("client", &**id), ("feature", feature.as_str()), ("route", route.as_str())];
-                    for (c, class) in CLASSES.iter().enumerate() {
-                        let mut value = Counter::default();
-                        value.set_value(counts.requests[pair * CLASSES.len() + c].load(Relaxed) as f64);
-                        let mut m = Metric::default();
-                        m.set_counter(value);
-                        let [client, feature, route] = labels;
-                        m.set_label(label_pairs(&[client, ("code", class), feature, route]));
-                        requests.push(m);
-                    }
-                    let d = &counts.durations[pair];
-                    let mut cumulative = 0;
-                    let mut buckets = Vec::with_capacity(DURATION_BUCKETS.len());
-                    for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
-                        cumulative += d.buckets[i].load(Relaxed);
-                        let mut b = Bucket::default();
-                        b.set_cumulative_count(cumulative);
-                        b.set_upper_bound(*bound);
-                        buckets.push(b);
-                    }
-                    let mut value = HistogramValue::default();
-                    value.set_bucket(buckets);
-                    value.set_sample_count(cumulative + d.buckets[DURATION_BUCKETS.len()].load(Relaxed));
-                    value.set_sample_sum(d.sum_nanos.load(Relaxed) as f64 / 1e9);
-                    let mut m = Metric::default();
-                    m.set_histogram(value);
-                    m.set_label(label_pairs(&labels));
-                    durations.push(m);
-                }
-            }
+            counts.render(id, &mut requests, &mut durations);
         }
         let family = |name: &str, help: &str, kind, metrics| {
             let mut f = MetricFamily::default();
@@ -360,12 +374,12 @@ impl Metrics {
     /// client with an override, next to the feature's own series.
     fn override_series(&self, table: &MigrationTable) -> Vec<prometheus::proto::Metric> {
         use prometheus::proto::{Gauge as GaugeValue, Metric};
-        let clients = self.config_clients.load();
+        let clients = self.clients();
         let overrides = table.overrides();
         let mut out = Vec::new();
         for f in Feature::MIGRATING {
             for (id, o) in &overrides[f.index()] {
-                if !clients.iter().any(|c| **c == **id) {
+                if !clients.contains_key(&**id) {
                     continue;
                 }
                 let mut value = GaugeValue::default();
