@@ -279,6 +279,9 @@ async fn a_disk_the_kernel_turns_read_only_is_503_and_loses_nothing_acknowledged
     }
 }
 
+/// How [`Ext4`] mounts: a write error turns the file system read-only.
+const EXT4_OPTIONS: &str = "errors=remount-ro,data_err=abort";
+
 /// An ext4 file system in a sparse image on a loop device, mounted
 /// `errors=remount-ro,data_err=abort`. The image lives on a tmpfs of its
 /// own (the "device"), which [`Ext4::fail`] fills so that the device fails
@@ -316,9 +319,7 @@ impl Ext4 {
             }
         };
         let fs = Ext4 { dir, device, backing };
-        if let Err(e) =
-            run(Command::new("mount").args(["-o", "errors=remount-ro,data_err=abort", &fs.device]).arg(&fs.dir))
-        {
+        if let Err(e) = run(Command::new("mount").args(["-o", EXT4_OPTIONS, &fs.device]).arg(&fs.dir)) {
             println!("SKIPPED: cannot mount {} here ({e}); this test needs root", fs.device);
             return None;
         }
@@ -359,7 +360,7 @@ impl Ext4 {
         // 1: errors corrected; what a repaired disk reports.
         let fsck = Command::new("e2fsck").args(["-f", "-y", &self.device]).output().unwrap();
         assert!(matches!(fsck.status.code(), Some(0 | 1)), "e2fsck: {}", String::from_utf8_lossy(&fsck.stdout));
-        ok(Command::new("mount").args(["-o", "errors=remount-ro,data_err=abort", &self.device]).arg(&self.dir));
+        ok(Command::new("mount").args(["-o", EXT4_OPTIONS, &self.device]).arg(&self.dir));
         assert!(!self.read_only());
     }
 }
