@@ -3,8 +3,10 @@
 //! it durable returned (concurrent operations share one COMMIT: `db.rs`).
 //!
 //! Writes run on one connection thread (SQLite has one writer at a time
-//! anyway), reads on another, so reads never queue behind an fsync and the
-//! async runtime never blocks on the disk (`db.rs`). The schema is in
+//! anyway), reads on [`READERS`] others (WAL lets them read side by side),
+//! so reads never queue behind an fsync, a read waits behind another only
+//! when every reader is busy, and the async runtime never blocks on the
+//! disk (`db.rs`). The schema is in
 //! `schema.rs`, the SQL of each write in `ops.rs`, of each read in `reads.rs`.
 //!
 //! Every money-moving operation is idempotent on its idempotency claim:
@@ -24,10 +26,16 @@ use db::Worker;
 use ops::{Clock, Input};
 pub use reads::Pending;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long an idempotency key is remembered.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Read connections, each on its own thread. A read goes to the one with
+/// the fewest reads queued, so one slow read (or a burst of shadow reads
+/// from the sidecars) does not hold up every other.
+pub const READERS: usize = 2;
 /// Idempotency records deleted per expiry transaction: short transactions,
 /// so payments never wait long behind the sweep.
 const EXPIRE_BATCH: u32 = 1000;
@@ -35,7 +43,7 @@ const EXPIRE_BATCH: u32 = 1000;
 /// Tunables of [`Store::open_with`].
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
-    /// SQLite page cache, split between the writer and the reader connection.
+    /// SQLite page cache: half for the writer, half shared by the readers.
     pub cache_mib: u32,
     /// How long a pending claim holds its key without a step renewing it.
     pub lease: Duration,
@@ -52,8 +60,15 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub struct Store {
     writer: Worker,
-    reader: Worker,
+    readers: Arc<[Reading]>,
     config: Config,
+}
+
+/// A read connection and how many reads are queued on it or running.
+#[derive(Debug)]
+struct Reading {
+    worker: Worker,
+    queued: AtomicUsize,
 }
 
 /// Who reads: the owning client, or an operator looking any resource up.
@@ -111,6 +126,15 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Counts a read down when it ends.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 impl From<Failure> for StoreError {
     fn from(f: Failure) -> Self {
         StoreError::Refused(f)
@@ -133,8 +157,14 @@ impl Store {
         let path = dir.join("paymesh.db");
         let half_kib = i64::from(config.cache_mib.max(2)) * 1024 / 2;
         let writer = Worker::start("store-writer", &path, half_kib, Some(schema::SCHEMA))?;
-        let reader = Worker::start("store-reader", &path, half_kib, None)?;
-        Ok(Store { writer, reader, config })
+        let reader_kib = (half_kib / READERS as i64).max(512);
+        let readers = (0..READERS)
+            .map(|i| {
+                let worker = Worker::start(&format!("store-reader-{i}"), &path, reader_kib, None)?;
+                Ok(Reading { worker, queued: AtomicUsize::new(0) })
+            })
+            .collect::<anyhow::Result<Arc<[Reading]>>>()?;
+        Ok(Store { writer, readers, config })
     }
 
     fn clock(&self) -> Clock {
@@ -159,7 +189,11 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     {
-        self.reader.run(move |c| c.read(f)).await
+        let reading = self.readers.iter().min_by_key(|r| r.queued.load(Relaxed)).expect("READERS > 0");
+        reading.queued.fetch_add(1, Relaxed);
+        // Counted down however the read ends, its caller gone included.
+        let _queued = Queued(&reading.queued);
+        reading.worker.run(move |c| c.read(f)).await
     }
 
     /// Claims (client, key) for a component caller.

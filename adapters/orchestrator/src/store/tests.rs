@@ -335,3 +335,22 @@ async fn group_committed_writes_keep_their_own_outcome_and_survive_reopen() {
         assert_eq!((read.amount, read.amount_refunded), (c.amount, 0));
     }
 }
+
+#[tokio::test]
+async fn a_read_does_not_wait_behind_a_stuck_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let c = charge(&store, "c", "k", 1000).await;
+    // One reader held inside its read transaction until the test lets go.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let stuck = tokio::spawn({
+        let store = store.clone();
+        async move { store.read(move |_| Ok(held.recv().is_ok())).await }
+    });
+    // Another read is answered meanwhile, by another reader; with one
+    // reader it would queue behind the stuck one for ever.
+    let read = tokio::time::timeout(Duration::from_secs(30), store.charge(&c.id, &owner("c"))).await;
+    assert_eq!(read.expect("a free reader answers").unwrap(), Some(c));
+    release.send(()).unwrap();
+    assert!(stuck.await.unwrap().unwrap());
+}
