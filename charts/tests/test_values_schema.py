@@ -63,6 +63,8 @@ BAD = [
     ({"clients": [{"id": "a", "api_key_sha256": "a" * 64, "rate": {"per_second": 0}}]}, "per_second"),
     ({"app": {"port": -5}}, "port"),
     ({"app": {"transport": "vsock"}}, "transport"),
+    ({"sidecar": {"config": {"metrics": {"client_series": "some"}}}}, "client_series"),
+    ({"sidecar": {"config": {"metrics": {"client_series": ["demo", "demo"]}}}}, "client_series"),
     ({"app": {"orchestratorUrl": "orchestrator:8090"}}, "orchestratorUrl"),
     ({"app": {"preStopSleepSeconds": -1}}, "preStopSleepSeconds"),
     ({"telemetryd": {"diskPaths": ["relative/dir"]}}, "diskPaths"),

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
 use crate::components::Components;
-use crate::config::{Config, ConfigErrors, Loaded, Rate, Scope};
+use crate::config::{Config, ConfigErrors, Loaded, MANY_CLIENTS, Rate, Scope, ShownClients};
 use crate::fleet::FleetControl;
 use crate::layers::throttle::TokenBucket;
 use crate::migration::{MigrationTable, SyncStatus};
@@ -148,7 +148,14 @@ impl Snapshot {
         let config = loaded.config;
         let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let clients = Clients::build(&config, metrics, previous.map(|p| &p.clients));
-        metrics.set_config_clients(clients.iter().map(|c| c.id.clone()).collect());
+        metrics.set_config_clients(clients.iter().map(|c| c.id.clone()).collect(), &config.metrics.client_series);
+        if config.metrics.client_series == ShownClients::All && config.clients.len() > MANY_CLIENTS {
+            tracing::warn!(
+                clients = config.clients.len(),
+                "metrics.client_series is all: every scrape shows each client's series, about 15 KB a client; \
+                 list the clients to chart (a client with a migration override is always shown)"
+            );
+        }
         // Over a Unix socket the URI's authority is only the Host header.
         let authority = match &config.app {
             paymesh_process::Address::Tcp(a) => a.to_string(),

@@ -149,3 +149,44 @@ async fn a_per_client_ramp_reaches_its_target_judged_on_that_clients_traffic() {
     assert!(h.lines().skip(1).all(|l| l.contains(" internal ")), "{h}");
     assert!(h.contains("gave_up") && h.contains("reached"), "{h}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listed_client_series_show_the_listed_clients_and_a_ramped_one() {
+    let s = Stack::start(1, &format!("metrics: {{ client_series: [{CHECKOUT}] }}\n")).await;
+    s.etcd.put("/paymesh/migration/charge", "10");
+    s.wait_percent("charge", 10.0).await;
+    charges(&s, INTERNAL, "before", 40).await;
+    charges(&s, CHECKOUT, "before", 40).await;
+    let series = |who: &str| format!("paymesh_client_requests_total{{client=\"{who}\",");
+    let scrape = s.sidecar().metrics().await;
+    assert!(scrape.contains(&series(CHECKOUT)), "the listed client is shown:\n{scrape}");
+    assert!(!scrape.contains(&series(INTERNAL)), "a client neither listed nor overridden is not:\n{scrape}");
+    let state = s.sidecar().state().await;
+    assert_eq!(state["metrics"]["client_series"], serde_json::json!([CHECKOUT]), "{state}");
+
+    // A ramp of the unlisted client: its first override shows its series,
+    // and the ramp is judged on them.
+    let load = traffic(s.sidecar().url.clone(), INTERNAL);
+    let mut args = ramp_args("charge", "50", "20", "1s", &["--sidecars", &s.admins()]);
+    args.extend(["--client".to_owned(), INTERNAL.to_owned()]);
+    let out = ctl(&s.etcd.url, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    load.abort();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("done: charge (client internal) is at 50%"),
+        "{}",
+        text(&out)
+    );
+    let scrape = s.sidecar().metrics().await;
+    let counted = ["legacy", "orchestration"]
+        .iter()
+        .filter_map(|route| {
+            metric(
+                &scrape,
+                &format!(r#"paymesh_client_requests_total{{client="{INTERNAL}",code="2xx",feature="charge",route="{route}"}}"#),
+            )
+        })
+        .sum::<f64>();
+    // Counted while it was not shown: the 40 before the ramp are in.
+    assert!(counted > 40.0, "internal's series after its ramp: {counted}\n{scrape}");
+}

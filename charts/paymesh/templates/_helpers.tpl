@@ -254,6 +254,7 @@ by the config init container). Keys the chart owns win over values.
       "events_file" (printf "%s/switch-events.jsonl" (include "paymesh.path.state" .))) (deepCopy $c.overload))
   "access_log" (deepCopy $c.access_log)
   "fleet" (deepCopy ($c.fleet | default dict))
+  "metrics" (deepCopy ($c.metrics | default dict))
 }}
 {{- $e := .Values.etcd }}
 {{- if $e.tls.existingSecret }}

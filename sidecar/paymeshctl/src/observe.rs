@@ -172,6 +172,16 @@ pub fn sidecar_evidence(
             let what =
                 if scope.client.is_some() { "latency histograms and per-client series" } else { "latency histograms" };
             missing.push(format!("detailed_metrics is shed on sidecar {url}: no {what}"));
+        } else if let Some(client) = &scope.client
+            && !(b.client_series && a.client_series)
+        {
+            // Counts that appear mid-interval are totals since the start,
+            // not what the interval saw.
+            missing.push(format!(
+                "sidecar {url} showed no series for client {client} at {} of the interval (not in its \
+                 metrics.client_series, and the override not applied yet?)",
+                if b.client_series { "the end" } else { "the start" }
+            ));
         }
         match a.percent {
             Some(p) if (p - scope.percent).abs() < 0.005 => {}
@@ -417,7 +427,7 @@ mod tests {
     }
 
     fn view(requests: f64, observed: f64, detailed: bool, percent: f64) -> View {
-        let mut v = View { detailed: Some(detailed), percent: Some(percent), ..View::default() };
+        let mut v = View { detailed: Some(detailed), percent: Some(percent), client_series: true, ..View::default() };
         v.orchestration.requests = requests;
         v.orchestration.buckets.insert(paymeshctl::prom::OrderedF64(0.01), observed);
         v.orchestration.buckets.insert(paymeshctl::prom::OrderedF64(f64::INFINITY), observed);
@@ -474,5 +484,19 @@ mod tests {
         assert!(stale.missing[0].contains("serves 10%, not 20%"), "{:?}", stale.missing);
         let partial = one(view(0.0, 0.0, true, 20.0), view(100.0, 40.0, true, 20.0));
         assert!(partial.missing[0].contains("saw only 40 of 100"), "{:?}", partial.missing);
+    }
+
+    #[test]
+    fn a_client_whose_series_appear_mid_interval_is_not_evidence() {
+        let urls = vec!["http://a".to_owned()];
+        let scope = Scope { feature: "charge".into(), client: Some("ops".into()), percent: 20.0 };
+        let hidden = View { client_series: false, ..view(0.0, 0.0, true, 20.0) };
+        // Totals since the sidecar started, shown once the override landed.
+        let e = sidecar_evidence(&urls, &scope, &[Ok(hidden)], &[Ok(view(5000.0, 5000.0, true, 20.0))]);
+        assert_eq!(e.missing.len(), 1, "{:?}", e.missing);
+        assert!(e.missing[0].contains("no series for client ops at the start"), "{:?}", e.missing);
+        let shown =
+            sidecar_evidence(&urls, &scope, &[Ok(view(0.0, 0.0, true, 20.0))], &[Ok(view(50.0, 50.0, true, 20.0))]);
+        assert!(shown.missing.is_empty(), "{:?}", shown.missing);
     }
 }

@@ -92,6 +92,10 @@ pub struct View {
     /// The feature's shadow compares (for a client's scope too: the metric
     /// has no client label).
     pub shadow: Compares,
+    /// For a client's scope: the sidecar shows the client's series (it
+    /// shows only some clients' with `metrics.client_series` set, and a
+    /// ramped one's once its override is applied).
+    pub client_series: bool,
 }
 
 impl View {
@@ -120,6 +124,9 @@ impl View {
                     if label(labels, "feature") == Some(feature) && label(labels, "client") == client =>
                 {
                     v.percent = Some(value);
+                }
+                "paymesh_client_requests_total" if client.is_some() && label(labels, "client") == client => {
+                    v.client_series = true;
                 }
                 "paymesh_shadow_compares_total" if label(labels, "feature") == Some(feature) => {
                     match label(labels, "outcome") {
@@ -334,6 +341,8 @@ paymesh_migration_percent{client="ops",feature="charge"} 40
         assert_eq!(View::parse(text, "charge", None).percent, Some(10.0));
         assert_eq!(View::parse(text, "charge", None).orchestration.requests, 0.0);
         assert_eq!(View::parse(text, "charge", Some("new")).percent, None);
+        assert!(ops.client_series);
+        assert!(!View::parse(text, "charge", Some("new")).client_series, "a client the sidecar does not show");
     }
 
     /// As the sidecar exports it: all twelve series, other metrics around.

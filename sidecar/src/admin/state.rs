@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{Map, Value, json};
 
 use crate::components::Component;
+use crate::config::ShownClients;
 use crate::migration::Feature;
 use crate::state::Shared;
 
@@ -83,6 +84,12 @@ pub fn render(shared: &Shared) -> String {
             },
         },
         "clients": clients,
+        "metrics": {
+            "client_series": match &config.metrics.client_series {
+                ShownClients::All => json!("all"),
+                ShownClients::Listed(ids) => json!(ids),
+            },
+        },
         "migration": migration,
         "etcd": etcd,
         "components": components,

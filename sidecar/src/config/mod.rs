@@ -10,6 +10,7 @@ mod admin_token;
 pub mod defaults;
 mod etcd;
 mod fleet;
+mod metrics;
 mod raw;
 mod shadow;
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use crate::observe::Rotate;
 pub use admin_token::AdminToken;
 pub use etcd::{EtcdAuth, EtcdTls, Password, TlsPem, read_password, read_tls};
 pub use fleet::{Fleet, Scope};
+pub use metrics::{MANY_CLIENTS, Metrics, ShownClients};
 pub use shadow::{FieldPath, Shadow};
 pub use tracing::Tracing;
 pub use validate::from_yaml;
@@ -54,6 +56,7 @@ pub struct Config {
     pub fleet: Fleet,
     pub shadow: Shadow,
     pub tracing: Tracing,
+    pub metrics: Metrics,
 }
 
 #[derive(Debug, Clone, PartialEq)]

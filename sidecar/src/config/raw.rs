@@ -34,6 +34,8 @@ pub struct RawConfig {
     pub shadow: super::shadow::RawShadow,
     #[serde(default)]
     pub tracing: super::tracing::RawTracing,
+    #[serde(default)]
+    pub metrics: super::metrics::RawMetrics,
 }
 
 /// `admin: "0.0.0.0:9901"` or `admin: { listen: "0.0.0.0:9901", token_file: FILE }`.

@@ -345,3 +345,36 @@ fn app_is_loopback_or_a_unix_socket() {
         assert!(e.0.iter().any(|e| e.key == "app"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn client_series_are_all_by_default_or_a_list_of_configured_clients() {
+    use super::ShownClients;
+    let two = format!(
+        "{GOOD}  - id: ops\n    api_key_sha256: \"{}\"\n    rate: {{ per_second: 10, burst: 10 }}\n",
+        "ab".repeat(32)
+    );
+    assert_eq!(from_yaml(two.as_bytes()).unwrap().metrics.client_series, ShownClients::All);
+    let all = from_yaml(format!("{two}metrics: {{ client_series: all }}\n").as_bytes()).unwrap();
+    assert_eq!(all.metrics.client_series, ShownClients::All);
+    let listed = from_yaml(format!("{two}metrics: {{ client_series: [ops] }}\n").as_bytes()).unwrap();
+    assert_eq!(listed.metrics.client_series, ShownClients::Listed(vec!["ops".into()]));
+    let none = from_yaml(format!("{two}metrics: {{ client_series: [] }}\n").as_bytes()).unwrap();
+    assert_eq!(none.metrics.client_series, ShownClients::Listed(vec![]));
+    let e = from_yaml(format!("{two}metrics: {{ client_series: [ops, stranger, ops] }}\n").as_bytes()).unwrap_err();
+    let problems: Vec<(&str, &str)> = e.0.iter().map(|e| (e.key.as_str(), e.message.as_str())).collect();
+    assert_eq!(
+        problems,
+        [
+            ("metrics.client_series[1]", "\"stranger\" is not a configured client"),
+            ("metrics.client_series[2]", "\"ops\" listed twice"),
+        ]
+    );
+    let e = from_yaml(format!("{two}metrics: {{ client_series: some }}\n").as_bytes()).unwrap_err();
+    assert_eq!(e.0[0].key, "metrics.client_series");
+    assert!(e.0[0].message.contains("`all` or a list"), "{e}");
+    for bad in ["metrics: { client_series: 5 }", "metrics: { client_series: { ops: 1 } }", "metrics: { charted: all }"]
+    {
+        let e = from_yaml(format!("{two}{bad}\n").as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("metrics"), "{bad}: {e}");
+    }
+}

@@ -18,8 +18,8 @@ use paymesh_process::Address;
 use super::defaults::{ROTATE_MAX_KEEP, ROTATE_MIN_BYTES};
 use super::raw::{RawConfig, RawRotate, RawThresholds};
 use super::{
-    AccessLog, AdminToken, Client, Config, ConfigError, ConfigErrors, FieldPath, Limits, Migration, Overload, Rate,
-    Rotate, Shadow, Thresholds, Tls, Tracing,
+    AccessLog, AdminToken, Client, Config, ConfigError, ConfigErrors, FieldPath, Limits, Metrics, Migration, Overload,
+    Rate, Rotate, Shadow, Thresholds, Tls, Tracing,
 };
 
 /// Components that `overload.components` may name.
@@ -173,6 +173,7 @@ impl Problems {
         }
         let shadow = self.shadow(raw.shadow);
         let tracing = self.tracing(raw.tracing);
+        let metrics = self.metrics(raw.metrics, &clients);
         Config {
             listen,
             app,
@@ -188,7 +189,32 @@ impl Problems {
             fleet,
             shadow,
             tracing,
+            metrics,
         }
+    }
+
+    fn metrics(&mut self, m: super::metrics::RawMetrics, clients: &[Client]) -> Metrics {
+        use super::metrics::{RawShownClients, ShownClients};
+        let client_series = match m.client_series {
+            RawShownClients::All => ShownClients::All,
+            RawShownClients::Word(w) => {
+                self.push("metrics.client_series", format!("{w:?} must be `all` or a list of client ids"));
+                ShownClients::All
+            }
+            RawShownClients::Listed(ids) => {
+                let configured: HashSet<&str> = clients.iter().map(|c| c.id.as_str()).collect();
+                let mut seen = HashSet::new();
+                for (i, id) in ids.iter().enumerate() {
+                    if !configured.contains(id.as_str()) {
+                        self.push(format!("metrics.client_series[{i}]"), format!("{id:?} is not a configured client"));
+                    } else if !seen.insert(id.as_str()) {
+                        self.push(format!("metrics.client_series[{i}]"), format!("{id:?} listed twice"));
+                    }
+                }
+                ShownClients::Listed(ids)
+            }
+        };
+        Metrics { client_series }
     }
 
     fn tracing(&mut self, t: super::tracing::RawTracing) -> Tracing {

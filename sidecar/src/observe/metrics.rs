@@ -13,7 +13,10 @@
 //! detailed metrics, shed with `detailed_metrics`. They are plain atomics
 //! per client ([`ClientCounts`], kept by id across reloads) rendered at
 //! scrape time: a labelled child of the prometheus crate per series cost
-//! about 41 KB a client (431 MB of RSS with 10,000 clients).
+//! about 41 KB a client (431 MB of RSS with 10,000 clients). Each client
+//! still adds about 15 KB to every scrape, so `metrics.client_series` may
+//! name the clients shown; a client with a migration override is shown
+//! anyway, since its ramp is judged by them. Every client is counted.
 //!
 //! `paymesh_migration_percent{feature}` keeps its series; a configured
 //! client with an override adds `{client,feature}`.
@@ -25,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::components::{Component, Components};
+use crate::config;
 use crate::migration::{Feature, MigrationTable, Route};
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -55,9 +59,17 @@ pub struct Metrics {
     pub etcd_errors: [IntCounter; 4],
     /// Overrides applied for client ids the config does not have.
     pub migration_unknown_client_overrides: IntCounter,
+    /// The configured clients' counts and whose are shown.
+    clients: Mutex<ClientTable>,
+}
+
+#[derive(Debug, Default)]
+struct ClientTable {
     /// Each configured client's counts, by id, kept across reloads; its
     /// keys are the loaded config's clients, whose overrides are shown.
-    client_counts: Mutex<HashMap<Arc<str>, Arc<ClientCounts>>>,
+    counts: HashMap<Arc<str>, Arc<ClientCounts>>,
+    /// `metrics.client_series` as a set; `None`: every client's.
+    shown: Option<HashSet<Arc<str>>>,
 }
 
 /// The (migrating feature, legacy|orchestration) pairs a client is counted by.
@@ -272,14 +284,14 @@ impl Metrics {
             etcd_connected,
             etcd_errors,
             migration_unknown_client_overrides,
-            client_counts: Mutex::default(),
+            clients: Mutex::default(),
         }
     }
 
     /// A configured client's counts: the same ones across reloads, so a
     /// reload never resets a counter.
     pub fn client_series(&self, client: &str) -> ClientSeries {
-        let mut counts = self.clients();
+        let counts = &mut self.clients().counts;
         if let Some(c) = counts.get(client) {
             return ClientSeries(c.clone());
         }
@@ -288,24 +300,36 @@ impl Metrics {
         ClientSeries(c)
     }
 
-    /// The loaded config's client ids: only their overrides are shown, and
-    /// the counts of clients no longer configured are dropped.
-    pub fn set_config_clients(&self, ids: Vec<Arc<str>>) {
+    /// The loaded config's client ids, and whose series a scrape shows:
+    /// only their overrides are shown, and the counts of clients no longer
+    /// configured are dropped.
+    pub fn set_config_clients(&self, ids: Vec<Arc<str>>, shown: &config::ShownClients) {
         let keep: HashSet<&str> = ids.iter().map(|id| &**id).collect();
-        self.clients().retain(|id, _| keep.contains(&**id));
+        let mut clients = self.clients();
+        clients.counts.retain(|id, _| keep.contains(&**id));
+        clients.shown = match shown {
+            config::ShownClients::All => None,
+            config::ShownClients::Listed(listed) => Some(listed.iter().map(|id| Arc::from(id.as_str())).collect()),
+        };
     }
 
-    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<ClientCounts>>> {
-        self.client_counts.lock().unwrap_or_else(|e| e.into_inner())
+    fn clients(&self) -> std::sync::MutexGuard<'_, ClientTable> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `paymesh_client_requests_total` and
-    /// `paymesh_client_request_duration_seconds` of every configured client,
+    /// `paymesh_client_request_duration_seconds` of every configured client
+    /// shown (listed in `metrics.client_series`, or with an override),
     /// zeros included, in client order.
-    fn client_families(&self) -> [prometheus::proto::MetricFamily; 2] {
+    fn client_families(&self, table: &MigrationTable) -> [prometheus::proto::MetricFamily; 2] {
         use prometheus::proto::{MetricFamily, MetricType};
-        let mut clients: Vec<(Arc<str>, Arc<ClientCounts>)> =
-            self.clients().iter().map(|(id, c)| (id.clone(), c.clone())).collect();
+        let overrides = table.overrides();
+        let overridden = |id: &str| overrides.iter().any(|per_feature| per_feature.contains_key(id));
+        let mut clients: Vec<(Arc<str>, Arc<ClientCounts>)> = {
+            let t = self.clients();
+            let shown = |id: &str| t.shown.as_ref().is_none_or(|s| s.contains(id)) || overridden(id);
+            t.counts.iter().filter(|(id, _)| shown(id)).map(|(id, c)| (id.clone(), c.clone())).collect()
+        };
         clients.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let (mut requests, mut durations) = (Vec::new(), Vec::new());
         for (id, counts) in &clients {
@@ -365,7 +389,7 @@ impl Metrics {
             family.mut_metric().extend(self.override_series(table));
         }
         // The encoder refuses a family without a series (no client yet).
-        families.extend(self.client_families().into_iter().filter(|f| !f.get_metric().is_empty()));
+        families.extend(self.client_families(table).into_iter().filter(|f| !f.get_metric().is_empty()));
         families.sort_by(|a, b| a.name().cmp(b.name()));
         prometheus::TextEncoder::new().encode_to_string(&families).unwrap_or_default()
     }
@@ -379,7 +403,7 @@ impl Metrics {
         let mut out = Vec::new();
         for f in Feature::MIGRATING {
             for (id, o) in &overrides[f.index()] {
-                if !clients.contains_key(&**id) {
+                if !clients.counts.contains_key(&**id) {
                     continue;
                 }
                 let mut value = GaugeValue::default();
@@ -435,7 +459,7 @@ mod tests {
     fn overrides_of_configured_clients_add_series_and_keep_the_feature_ones() {
         use crate::migration::{Override, Overrides, Source};
         let m = Metrics::new();
-        m.set_config_clients(vec![Arc::from("internal"), Arc::from("checkout")]);
+        m.set_config_clients(vec![Arc::from("internal"), Arc::from("checkout")], &config::ShownClients::All);
         let table = MigrationTable::new([1000, 0, 0]);
         let mut o = Overrides::default();
         o[0].insert("internal".into(), Override { basis_points: 5000, source: Source::Etcd });
@@ -455,7 +479,7 @@ mod tests {
             r#"paymesh_client_request_duration_seconds_count{client="internal",feature="charge",route="orchestration"} 1"#
         ));
         assert!(!text.contains(r#"client="internal",code="2xx",feature="other""#), "only migrating features");
-        m.set_config_clients(vec![Arc::from("checkout")]);
+        m.set_config_clients(vec![Arc::from("checkout")], &config::ShownClients::All);
         let text = m.render(&table, &Components::default());
         assert!(!text.contains(r#"client="internal""#), "a removed client's series go");
     }
@@ -465,13 +489,13 @@ mod tests {
         let m = Metrics::new();
         let internal = m.client_series("internal");
         m.client_series("checkout");
-        m.set_config_clients(vec![Arc::from("internal"), Arc::from("checkout")]);
+        m.set_config_clients(vec![Arc::from("internal"), Arc::from("checkout")], &config::ShownClients::All);
         internal.record(Feature::Charge, Route::Orchestration, 201, Some(0.003));
         internal.record(Feature::Charge, Route::Orchestration, 503, Some(20.0));
         // A reload hands out the same counts.
         m.client_series("internal").record(Feature::Charge, Route::Orchestration, 204, None);
         m.client_series("checkout");
-        m.set_config_clients(vec![Arc::from("internal"), Arc::from("checkout")]);
+        m.set_config_clients(vec![Arc::from("internal"), Arc::from("checkout")], &config::ShownClients::All);
         let text = m.render(&MigrationTable::new([0, 0, 0]), &Components::default());
         let value = |series: &str| -> f64 {
             let line = text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
@@ -505,6 +529,50 @@ mod tests {
         assert_eq!(text.matches("# TYPE paymesh_client_request_duration_seconds histogram").count(), 1);
         // 2 clients × 3 features × 2 routes × 5 classes.
         assert_eq!(text.lines().filter(|l| l.starts_with("paymesh_client_requests_total{")).count(), 60);
+    }
+
+    #[test]
+    fn a_listed_client_series_shows_the_listed_and_the_overridden_clients_only() {
+        use crate::migration::{Override, Overrides, Source};
+        let m = Metrics::new();
+        let ids = ["ops", "web", "batch"].map(|id| {
+            m.client_series(id).record(Feature::Charge, Route::Legacy, 200, Some(0.001));
+            Arc::from(id)
+        });
+        m.set_config_clients(ids.to_vec(), &config::ShownClients::Listed(vec!["ops".into()]));
+        let table = MigrationTable::new([0, 0, 0]);
+        let shown = |table: &MigrationTable| {
+            let text = m.render(table, &Components::default());
+            let mut ids: Vec<String> = ["ops", "web", "batch"]
+                .into_iter()
+                .filter(|id| text.contains(&format!("paymesh_client_requests_total{{client=\"{id}\"")))
+                .map(str::to_owned)
+                .collect();
+            ids.sort();
+            // A client is shown whole or not at all: 30 counters, 6 histograms.
+            let counters = text.lines().filter(|l| l.starts_with("paymesh_client_requests_total{")).count();
+            let histograms =
+                text.lines().filter(|l| l.starts_with("paymesh_client_request_duration_seconds_count{")).count();
+            assert_eq!((counters, histograms), (30 * ids.len(), 6 * ids.len()), "{text}");
+            ids
+        };
+        assert_eq!(shown(&table), ["ops"]);
+        // A client being ramped (an override on any feature) is shown too.
+        let mut o = Overrides::default();
+        o[2].insert("batch".into(), Override { basis_points: 0, source: Source::Etcd });
+        table.set_overrides(o);
+        assert_eq!(shown(&table), ["batch", "ops"]);
+        // Counted all along, shown or not.
+        m.client_series("web").record(Feature::Charge, Route::Legacy, 200, None);
+        m.set_config_clients(ids.to_vec(), &config::ShownClients::All);
+        let text = m.render(&table, &Components::default());
+        assert!(
+            text.contains(
+                r#"paymesh_client_requests_total{client="web",code="2xx",feature="charge",route="legacy"} 2"#
+            ),
+            "{text}"
+        );
+        assert_eq!(shown(&table), ["batch", "ops", "web"]);
     }
 
     #[cfg(target_os = "linux")]
