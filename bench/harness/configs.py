@@ -5,7 +5,7 @@ The sidecar and Envoy get every feature on; haproxy does none of them:
 
 | feature        | paymesh-sidecar                                   | Envoy                                                  | haproxy |
 | -------------- | ------------------------------------------------- | ------------------------------------------------------ | ------- |
-| authentication | `Authorization: Bearer` key, SHA-256, constant-time compare against the client table; key removed, `x-paymesh-client` set | RBAC filter: exact match of the `authorization` header; key removed, `x-paymesh-client` added by the route | none (the header passes through) |
+| authentication | `Authorization: Bearer` key, SHA-256, one map lookup of that digest in the client table; key removed, `x-paymesh-client` set | RBAC filter: exact match of the `authorization` header; key removed, `x-paymesh-client` added by the route | none (the header passes through) |
 | throttling     | per-client GCRA bucket at 10M/s (never binds)     | `local_ratelimit` token bucket of 10M tokens per second (never binds), enabled and enforced for 100 % | none |
 | access log     | one JSON line per request to a file               | file access log with a `json_format` of the same fields | none (no `log` line) |
 | metrics        | Prometheus counters + latency histogram (admin `/metrics`) | Envoy's built-in stats and histograms (admin `/stats/prometheus`) | its built-in counters only (always on; no stats listener) |
