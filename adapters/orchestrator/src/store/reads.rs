@@ -1,6 +1,8 @@
 //! The store's reads: one resource by id for its owner (or an explicit
 //! operator), an execution's view, the executions to resume at start, and
-//! the row mappers the operations share. Nothing here writes.
+//! the row mappers the operations share. Nothing here writes. The reads a
+//! request makes use cached statements (each connection keeps its own), so
+//! SQLite parses each query once per connection, not once per read.
 
 use super::ops::{operation_from, outcome_from};
 use super::{Reader, Result};
@@ -34,33 +36,24 @@ pub(super) const PAYOUT_COLUMNS: &str = "id, client, key, transfer, amount, curr
 pub(super) fn charge(tx: &Transaction<'_>, id: &str, reader: &Reader) -> Result<Option<Charge>> {
     let (client, any) = owner(reader);
     Ok(tx
-        .query_row(
-            &format!("SELECT {CHARGE_COLUMNS} FROM charges WHERE id = ?1 AND (client = ?2 OR ?3)"),
-            params![id, client, any],
-            charge_row,
-        )
+        .prepare_cached(&format!("SELECT {CHARGE_COLUMNS} FROM charges WHERE id = ?1 AND (client = ?2 OR ?3)"))?
+        .query_row(params![id, client, any], charge_row)
         .optional()?)
 }
 
 pub(super) fn refund(tx: &Transaction<'_>, id: &str, reader: &Reader) -> Result<Option<Refund>> {
     let (client, any) = owner(reader);
     Ok(tx
-        .query_row(
-            &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = ?1 AND (client = ?2 OR ?3)"),
-            params![id, client, any],
-            refund_row,
-        )
+        .prepare_cached(&format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = ?1 AND (client = ?2 OR ?3)"))?
+        .query_row(params![id, client, any], refund_row)
         .optional()?)
 }
 
 pub(super) fn payout(tx: &Transaction<'_>, id: &str, reader: &Reader) -> Result<Option<Payout>> {
     let (client, any) = owner(reader);
     Ok(tx
-        .query_row(
-            &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id = ?1 AND (client = ?2 OR ?3)"),
-            params![id, client, any],
-            payout_row,
-        )
+        .prepare_cached(&format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id = ?1 AND (client = ?2 OR ?3)"))?
+        .query_row(params![id, client, any], payout_row)
         .optional()?)
 }
 
@@ -68,11 +61,8 @@ pub(super) fn payout(tx: &Transaction<'_>, id: &str, reader: &Reader) -> Result<
 pub(super) fn execution(tx: &Transaction<'_>, id: &str, reader: &Reader) -> Result<Option<(Operation, Outcome)>> {
     let (client, any) = owner(reader);
     let row = tx
-        .query_row(
-            "SELECT operation, outcome FROM idempotency WHERE execution = ?1 AND (client = ?2 OR ?3)",
-            params![id, client, any],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
-        )
+        .prepare_cached("SELECT operation, outcome FROM idempotency WHERE execution = ?1 AND (client = ?2 OR ?3)")?
+        .query_row(params![id, client, any], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
         .optional()?;
     row.map(|(op, outcome)| Ok((operation_from(&op)?, outcome_from(outcome)?))).transpose()
 }
