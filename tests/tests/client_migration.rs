@@ -162,7 +162,7 @@ async fn listed_client_series_show_the_listed_clients_and_a_ramped_one() {
     assert!(scrape.contains(&series(CHECKOUT)), "the listed client is shown:\n{scrape}");
     assert!(!scrape.contains(&series(INTERNAL)), "a client neither listed nor overridden is not:\n{scrape}");
     let state = s.sidecar().state().await;
-    assert_eq!(state["metrics"]["client_series"], serde_json::json!([CHECKOUT]), "{state}");
+    assert_eq!(state["config"]["metrics"]["client_series"], serde_json::json!([CHECKOUT]), "{state}");
 
     // A ramp of the unlisted client: its first override shows its series,
     // and the ramp is judged on them.

@@ -82,14 +82,14 @@ pub fn render(shared: &Shared) -> String {
                 "connect_timeout": humantime::format_duration(config.limits.connect_timeout).to_string(),
                 "drain_timeout": humantime::format_duration(config.limits.drain_timeout).to_string(),
             },
-        },
-        "clients": clients,
-        "metrics": {
-            "client_series": match &config.metrics.client_series {
-                ShownClients::All => json!("all"),
-                ShownClients::Listed(ids) => json!(ids),
+            "metrics": {
+                "client_series": match &config.metrics.client_series {
+                    ShownClients::All => json!("all"),
+                    ShownClients::Listed(ids) => json!(ids),
+                },
             },
         },
+        "clients": clients,
         "migration": migration,
         "etcd": etcd,
         "components": components,
