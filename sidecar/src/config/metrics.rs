@@ -19,8 +19,6 @@ pub struct RawMetrics {
 pub enum RawShownClients {
     #[default]
     All,
-    /// A word other than `all`: refused by validation, by name.
-    Word(String),
     Listed(Vec<String>),
 }
 
@@ -35,7 +33,10 @@ impl<'de> Deserialize<'de> for RawShownClients {
                 f.write_str("`all` or a list of client ids")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RawShownClients, E> {
-                Ok(if s == "all" { RawShownClients::All } else { RawShownClients::Word(s.to_owned()) })
+                match s {
+                    "all" => Ok(RawShownClients::All),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawShownClients, A::Error> {
                 let mut ids = Vec::new();

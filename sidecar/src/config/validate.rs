@@ -197,10 +197,6 @@ impl Problems {
         use super::metrics::{RawShownClients, ShownClients};
         let client_series = match m.client_series {
             RawShownClients::All => ShownClients::All,
-            RawShownClients::Word(w) => {
-                self.push("metrics.client_series", format!("{w:?} must be `all` or a list of client ids"));
-                ShownClients::All
-            }
             RawShownClients::Listed(ids) => {
                 let configured: HashSet<&str> = clients.iter().map(|c| c.id.as_str()).collect();
                 let mut seen = HashSet::new();
