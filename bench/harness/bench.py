@@ -49,6 +49,8 @@ from tools import log  # noqa: E402
 # quiet before a run, and over which a finished run counts as disturbed.
 QUIET_CORES = 0.15
 DISTURBED_CORES = 0.25
+# How long held connections sit before the idle RSS is read.
+IDLE_SETTLE_S = 2.5
 
 
 class Bench:
@@ -437,7 +439,9 @@ class Bench:
                 time.sleep(1.0)
                 before = procs.memory_kib(pid).get("VmRSS")
                 with idle.hold(self.ports[t], n_eff, request) as held:
-                    time.sleep(1.0)
+                    # Idle means idle for a while: the sidecar parks an
+                    # HTTP/1 connection after 0.5–1 s with nothing in flight.
+                    time.sleep(IDLE_SETTLE_S)
                     with_them = procs.memory_kib(pid).get("VmRSS")
                     count = len(held.socks)
                     alive = self.services[t].alive()

@@ -58,6 +58,7 @@ pub fn default_max_connections() -> u32 {
 pub struct OpenConnections {
     open: AtomicUsize,
     gauge: IntGauge,
+    parked: IntGauge,
     refused: IntCounter,
 }
 
@@ -70,9 +71,16 @@ impl OpenConnections {
             "Client connections closed at accept because limits.max_connections were open.",
         )
         .expect("valid metric");
-        registry.register(Box::new(gauge.clone())).expect("metric names are unique");
+        let parked = IntGauge::new(
+            "paymesh_parked_connections",
+            "Idle HTTP/1 client connections held without buffers until their next request (part of the open ones).",
+        )
+        .expect("valid metric");
+        for metric in [Box::new(gauge.clone()), Box::new(parked.clone())] {
+            registry.register(metric).expect("metric names are unique");
+        }
         registry.register(Box::new(refused.clone())).expect("metric names are unique");
-        Arc::new(Self { open: AtomicUsize::new(0), gauge, refused })
+        Arc::new(Self { open: AtomicUsize::new(0), gauge, parked, refused })
     }
 
     /// A place for one more connection, unless `max` are open (then the
@@ -96,6 +104,24 @@ impl OpenConnections {
 /// Held for as long as a connection is open.
 #[derive(Debug)]
 pub struct ConnectionPermit(Arc<OpenConnections>);
+
+impl ConnectionPermit {
+    /// Counts the connection as parked until the guard is dropped.
+    pub fn parked(&self) -> Parked<'_> {
+        self.0.parked.inc();
+        Parked(&self.0.parked)
+    }
+}
+
+/// Held while a connection is parked.
+#[derive(Debug)]
+pub struct Parked<'a>(&'a IntGauge);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
@@ -124,11 +150,15 @@ mod tests {
     fn permits_stop_at_the_cap_and_come_back() {
         let open = OpenConnections::register(&Registry::new());
         let a = open.try_open(2).unwrap();
-        let _b = open.try_open(2).unwrap();
+        let b = open.try_open(2).unwrap();
         assert!(open.try_open(2).is_none());
         assert_eq!((open.open(), open.gauge.get(), open.refused.get()), (2, 2, 1));
         drop(a);
         assert!(open.try_open(2).is_some());
         assert_eq!(open.open(), 1);
+        let parked = b.parked();
+        assert_eq!(open.parked.get(), 1);
+        drop(parked);
+        assert_eq!(open.parked.get(), 0);
     }
 }

@@ -23,6 +23,7 @@ pub mod layers;
 pub mod migration;
 pub mod observe;
 pub mod overload;
+pub mod park;
 pub mod proxy;
 pub mod readiness;
 pub mod reload;

@@ -21,11 +21,12 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use paymesh_process::{Activity, Drain, DrainWatch, RequestGuard, idle_between};
 use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -33,12 +34,13 @@ use tokio::time::Instant;
 use tower::Service;
 
 use crate::components::Components;
-use crate::config::{ConfigErrors, Loaded};
+use crate::config::{ConfigErrors, Limits, Loaded};
 use crate::connections::{ConnectionPermit, OpenConnections};
 use crate::ctx::{Accepted, ConnInfo};
 use crate::migration::{MigrationSync, MigrationTable, SyncStatus};
 use crate::observe::{AccessLogWriter, Metrics};
 use crate::overload::OverloadControl;
+use crate::park::{self, PARK_AFTER, Protocol, Rewind};
 use crate::stack::{self, ResponseBody, Stack};
 use crate::state::{Shared, Snapshot};
 
@@ -200,7 +202,7 @@ async fn serve(
             return;
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnBounds { accepted: Instant::now(), late: false, drain: drain.watch(), _permit: permit };
+        let conn = ConnBounds { accepted: Instant::now(), late: false, drain: drain.watch(), permit };
         tokio::spawn(serve_conn(stream, peer, snap, stack.clone(), conn));
     })
     .await;
@@ -212,7 +214,7 @@ async fn serve(
     for (stream, peer) in paymesh_process::accept_backlog(&listener) {
         let snap = shared.live.load_full();
         let Some(permit) = open.try_open(snap.config.limits.max_connections) else { continue };
-        let conn = ConnBounds { accepted: Instant::now(), late: true, drain: drain.watch(), _permit: permit };
+        let conn = ConnBounds { accepted: Instant::now(), late: true, drain: drain.watch(), permit };
         tokio::spawn(serve_conn(stream, peer, snap, stack.clone(), conn));
         late += 1;
     }
@@ -232,7 +234,7 @@ struct ConnBounds {
     late: bool,
     /// Tells the connection when the drain begins; the drain waits for it.
     drain: DrainWatch,
-    _permit: ConnectionPermit,
+    permit: ConnectionPermit,
 }
 
 async fn serve_conn<S>(stream: TcpStream, peer: SocketAddr, snap: Arc<Snapshot>, stack: S, bounds: ConnBounds)
@@ -242,7 +244,7 @@ where
     let limits = snap.config.limits;
     let Some(acceptor) = &snap.tls else {
         let conn = ConnInfo { peer, cert_client: None };
-        return serve_io(stream, stack, conn, limits, bounds, None).await;
+        return serve_plain(stream, stack, conn, limits, bounds).await;
     };
     // The handshake is the first phase under the connection's one
     // deadline: a silent client must not hold a task and a socket.
@@ -269,6 +271,148 @@ where
     serve_io(tls, stack, conn, limits, bounds, alpn.as_deref()).await;
 }
 
+/// Serves a plain-TCP connection: HTTP/1 in parked cycles (see
+/// [`crate::park`]), HTTP/2 and the undecided through [`serve_io`].
+///
+/// Until its first bytes the connection is parked: no request within
+/// `limits.header_read_timeout` of the accept and it is closed.
+async fn serve_plain<S: Stack>(stream: TcpStream, stack: S, conn: ConnInfo, limits: Limits, mut bounds: ConnBounds) {
+    let peer = conn.peer;
+    let activity = Arc::new(Activity::default());
+    let first_deadline = bounds.accepted + limits.header_read_timeout;
+    let mut first = [0u8; park::DETECT_LEN];
+    let peeked = {
+        let _parked = bounds.permit.parked();
+        parked(&stream, &mut first, first_deadline, &mut bounds.drain, bounds.late, &activity).await
+    };
+    let n = match peeked {
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => return,
+        None => {
+            tracing::debug!(%peer, "no request within limits.header_read_timeout; closing");
+            return;
+        }
+    };
+    match park::detect(&first[..n]) {
+        Protocol::Http1 => {}
+        Protocol::Http2 => return serve_io(stream, stack, conn, limits, bounds, Some(b"h2")).await,
+        Protocol::Unsure => return serve_io(stream, stack, conn, limits, bounds, None).await,
+    }
+    let mut io = Rewind::new(stream);
+    let mut svc = ConnService::new(stack, conn, activity.clone());
+    // Each `period`, a look at whether anything began or is in flight. It
+    // stays well inside the header deadline: hyper counts a keep-alive
+    // connection's wait for its next request against that deadline, and a
+    // parked one is no longer hyper's.
+    let period = PARK_AFTER.min(limits.idle_timeout).min(limits.header_read_timeout / 3);
+    let mut head_deadline = first_deadline;
+    loop {
+        let mut builder = http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+        if bounds.late {
+            // Accepted while draining: one request, then close.
+            builder.keep_alive(false);
+        }
+        let mut http = builder.serve_connection(TokioIo::new(io), svc);
+        // A cycle begins with bytes to read, and a request must begin by
+        // `head_deadline`: `limits.header_read_timeout` after the accept,
+        // or after the bytes of a later request began to arrive.
+        let begun = activity.mark();
+        let timer = tokio::time::sleep(period);
+        tokio::pin!(timer);
+        let mut mark = begun;
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = &mut http => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = &mut timer => {
+                    let now = activity.mark();
+                    if now.0 == begun.0 {
+                        if Instant::now() >= head_deadline {
+                            tracing::debug!(%peer, "no request within limits.header_read_timeout; closing");
+                            return;
+                        }
+                        timer.as_mut().reset(head_deadline.min(Instant::now() + period));
+                        continue;
+                    }
+                    if idle_between(mark, now) && !closing {
+                        break;
+                    }
+                    mark = now;
+                    timer.as_mut().reset(Instant::now() + period);
+                }
+                () = bounds.drain.close_due(&activity), if !closing && !bounds.late => {
+                    Pin::new(&mut http).graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+        // Nothing in flight for a period: end hyper's connection, keeping
+        // the socket. Its last response may still be flushing to a slow
+        // reader; that is bounded like any idle time.
+        Pin::new(&mut http).graceful_shutdown();
+        let parts = match tokio::time::timeout(limits.idle_timeout, http.without_shutdown()).await {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "connection ended with an error");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "last response not taken within limits.idle_timeout; dropping the connection");
+                return;
+            }
+        };
+        svc = parts.service;
+        io = parts.io.into_inner();
+        if !parts.read_buf.is_empty() {
+            // The next request had begun to arrive: serve it now. If its
+            // headers do not complete, the next cycle's deadline closes it.
+            io.rewind(parts.read_buf);
+            head_deadline = Instant::now() + limits.header_read_timeout;
+            continue;
+        }
+        let _parked = bounds.permit.parked();
+        let idle_until = Instant::now() + limits.idle_timeout.saturating_sub(period);
+        match parked(io.get_ref(), &mut [0], idle_until, &mut bounds.drain, bounds.late, &activity).await {
+            Some(Ok(n)) if n > 0 => {}
+            // Closed by the client (or reset): nothing to answer.
+            Some(_) => return,
+            None => {
+                tracing::debug!(%peer, "idle for limits.idle_timeout, or draining; closing");
+                return;
+            }
+        }
+        head_deadline = Instant::now() + limits.header_read_timeout;
+    }
+}
+
+/// Waits, holding no buffer but `peek`, until `stream` has bytes to read
+/// and peeks at them (without taking them): how many, 0 at the end of the
+/// stream. `None` at `until`, or when the drain asks the connection to close.
+///
+/// A peek, not `readable()`: readiness can be left set after the last read
+/// that took bytes, and a wake-up without bytes must not start a cycle.
+async fn parked(
+    stream: &TcpStream,
+    peek: &mut [u8],
+    until: Instant,
+    drain: &mut DrainWatch,
+    late: bool,
+    activity: &Activity,
+) -> Option<std::io::Result<usize>> {
+    let mut buf = ReadBuf::new(peek);
+    tokio::select! {
+        peeked = std::future::poll_fn(|cx| stream.poll_peek(cx, &mut buf)) => Some(peeked),
+        () = tokio::time::sleep_until(until) => None,
+        () = drain.close_due(activity), if !late => None,
+    }
+}
+
 /// Serves one connection; `alpn` (from TLS) fixes the protocol, otherwise
 /// hyper-util tells HTTP/1.1 from HTTP/2 by the first bytes.
 ///
@@ -278,14 +422,8 @@ where
 /// connection if no request has begun by the deadline, and after that if
 /// it has been idle for `limits.idle_timeout` (HTTP/2 gets a GOAWAY; a
 /// second idle period after it, and the socket is dropped).
-async fn serve_io<IO, S>(
-    io: IO,
-    stack: S,
-    conn: ConnInfo,
-    limits: crate::config::Limits,
-    mut bounds: ConnBounds,
-    alpn: Option<&[u8]>,
-) where
+async fn serve_io<IO, S>(io: IO, stack: S, conn: ConnInfo, limits: Limits, mut bounds: ConnBounds, alpn: Option<&[u8]>)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Stack,
 {

@@ -78,6 +78,7 @@ pub trait Stack:
     + Clone
     + Send
     + Sync
+    + Unpin
     + 'static
 {
 }
@@ -87,6 +88,7 @@ impl<T> Stack for T where
         + Clone
         + Send
         + Sync
+        + Unpin
         + 'static
 {
 }

@@ -175,3 +175,137 @@ async fn over_max_connections_new_ones_are_closed_and_admin_still_answers() {
     eventually(Duration::from_secs(5), "connections released", || async { gauge().await == Some(0.0) }).await;
     assert_eq!(charge(&sc, CHECKOUT_KEY, "after").await.status, StatusCode::CREATED);
 }
+
+/// An HTTP/1.1 GET of `path` as the checkout client, written raw.
+fn raw_get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: sidecar\r\nAuthorization: Bearer {CHECKOUT_KEY}\r\n\r\n")
+}
+
+/// Reads one whole response (its body sized by `Content-Length`) and
+/// returns its status and body.
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .expect("content-length");
+            if body.len() >= length {
+                let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+                return (status, body[..length].to_owned());
+            }
+        }
+        let n = tokio::time::timeout(SLACK, stream.read(&mut chunk)).await.expect("response in time").unwrap();
+        assert!(n > 0, "closed mid-response: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn scrape(sc: &Sidecar, series: &str) -> Option<f64> {
+    metric(&String::from_utf8_lossy(&get(&sc.admin_url("/metrics")).await.body), series)
+}
+
+async fn parked_once(sc: &Sidecar, n: f64) {
+    eventually(Duration::from_secs(5), "connection parked", || async {
+        scrape(sc, "paymesh_parked_connections").await == Some(n)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http1_connection_is_parked_and_answers_its_next_request() {
+    let (_app, sc) = sidecar_with("limits: { idle_timeout: 30s }").await;
+    let mut s = TcpStream::connect(sc.proxy).await.unwrap();
+    // Parked before its first byte too.
+    parked_once(&sc, 1.0).await;
+    for i in 0..3 {
+        s.write_all(raw_get(&format!("/v1/charges/ch_{i}")).as_bytes()).await.unwrap();
+        let (status, body) = read_response(&mut s).await;
+        assert_eq!(status, 201, "{body}");
+        assert!(body.contains(&format!("/v1/charges/ch_{i}")), "{body}");
+        // Idle again: no hyper connection, the socket still open.
+        parked_once(&sc, 1.0).await;
+        assert_eq!(scrape(&sc, "paymesh_open_connections").await, Some(1.0));
+    }
+    drop(s);
+    eventually(Duration::from_secs(5), "closed connection no longer parked", || async {
+        scrape(&sc, "paymesh_parked_connections").await == Some(0.0)
+            && scrape(&sc, "paymesh_open_connections").await == Some(0.0)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_head_spans_a_park_loses_no_byte() {
+    let (_app, sc) = sidecar_with("limits: { idle_timeout: 30s }").await;
+    let mut s = TcpStream::connect(sc.proxy).await.unwrap();
+    s.write_all(raw_get("/v1/charges/first").as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s).await.0, 201);
+    // Half a head, then longer than two park periods: hyper has read the
+    // half when the connection is parked, and must hand it back.
+    let second = raw_get("/v1/charges/second");
+    let (a, b) = second.split_at(20);
+    s.write_all(a.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(b.as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut s).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains("/v1/charges/second"), "{body}");
+    // Two requests in one segment, the second right behind the first.
+    s.write_all(format!("{}{}", raw_get("/v1/charges/p1"), raw_get("/v1/charges/p2")).as_bytes()).await.unwrap();
+    for path in ["p1", "p2"] {
+        let (status, body) = read_response(&mut s).await;
+        assert_eq!(status, 201, "{body}");
+        assert!(body.contains(&format!("/v1/charges/{path}")), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_never_ends_is_closed_though_the_connection_parks() {
+    let (_app, sc) = sidecar_with("limits: { header_read_timeout: 1500ms, idle_timeout: 30s }").await;
+    let mut s = TcpStream::connect(sc.proxy).await.unwrap();
+    s.write_all(raw_get("/v1/charges/first").as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s).await.0, 201);
+    // A byte at a time, slower than the deadline: parking must not give
+    // the head a new deadline each time.
+    let slow = raw_get("/v1/charges/slow");
+    let trickle = async {
+        for b in slow.as_bytes() {
+            if s.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let start = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(15), trickle).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(1500) + Duration::from_secs(1) + SLACK, "trickled on for {took:?}");
+    closed_within(&mut s, SLACK).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_closes_at_idle_timeout_and_at_the_drain() {
+    let (_app, sc) = sidecar_with("limits: { idle_timeout: 1s }").await;
+    let mut s = TcpStream::connect(sc.proxy).await.unwrap();
+    s.write_all(raw_get("/v1/charges/ch_1").as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s).await.0, 201);
+    let took = closed_within(&mut s, Duration::from_secs(1) + SLACK).await;
+    assert!(took >= Duration::from_millis(700), "closed after {took:?}, before limits.idle_timeout");
+    assert_eq!(scrape(&sc, "paymesh_parked_connections").await, Some(0.0));
+
+    // The drain closes a parked connection at once, not at its idle timeout.
+    let (_app2, mut sc) = sidecar_with("limits: { idle_timeout: 60s }").await;
+    let mut s = TcpStream::connect(sc.proxy).await.unwrap();
+    s.write_all(raw_get("/v1/charges/ch_2").as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s).await.0, 201);
+    parked_once(&sc, 1.0).await;
+    let running = sc.running.take().unwrap();
+    running.shutdown();
+    closed_within(&mut s, SLACK).await;
+    tokio::time::timeout(SLACK, running.wait()).await.expect("drain waited on a parked connection");
+}
