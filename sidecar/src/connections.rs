@@ -109,6 +109,7 @@ impl ConnectionPermit {
     /// Counts the connection as parked until the guard is dropped.
     pub fn parked(&self) -> Parked<'_> {
         self.0.parked.inc();
+        crate::memory::released();
         Parked(&self.0.parked)
     }
 }
@@ -125,6 +126,7 @@ impl Drop for Parked<'_> {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
+        crate::memory::released();
         self.0.open.fetch_sub(1, Ordering::AcqRel);
         self.0.gauge.dec();
     }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod etcd;
 pub mod fleet;
 pub mod layers;
+pub mod memory;
 pub mod migration;
 pub mod observe;
 pub mod overload;

@@ -162,6 +162,7 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     crate::overload::spawn(&shared, etcd.clone(), rx.clone());
     tokio::spawn(crate::fleet::run(shared.clone(), etcd, rx.clone()));
     tokio::spawn(crate::readiness::probe_loop(shared.clone(), rx.clone()));
+    tokio::spawn(crate::memory::trim_loop(rx.clone()));
     tokio::spawn(crate::reload::watch(shared, rx));
     tracing::info!(
         listen = %running.proxy_addr,
@@ -237,15 +238,25 @@ struct ConnBounds {
     permit: ConnectionPermit,
 }
 
+/// One accepted connection's task.
+///
+/// Its future stays small, because a parked connection keeps it: what only
+/// a busy or a TLS connection needs (hyper's connection, the TLS session)
+/// is boxed, allocated when used and freed when done.
 async fn serve_conn<S>(stream: TcpStream, peer: SocketAddr, snap: Arc<Snapshot>, stack: S, bounds: ConnBounds)
 where
     S: Stack,
 {
-    let limits = snap.config.limits;
-    let Some(acceptor) = &snap.tls else {
+    if snap.tls.is_none() {
         let conn = ConnInfo { peer, cert_client: None };
-        return serve_plain(stream, stack, conn, limits, bounds).await;
-    };
+        return serve_plain(stream, stack, conn, snap.config.limits, bounds).await;
+    }
+    Box::pin(serve_tls(stream, peer, snap, stack, bounds)).await;
+}
+
+async fn serve_tls<S: Stack>(stream: TcpStream, peer: SocketAddr, snap: Arc<Snapshot>, stack: S, bounds: ConnBounds) {
+    let limits = snap.config.limits;
+    let acceptor = snap.tls.as_ref().expect("a TLS listener");
     // The handshake is the first phase under the connection's one
     // deadline: a silent client must not hold a task and a socket.
     let deadline = bounds.accepted + limits.header_read_timeout;
@@ -295,8 +306,8 @@ async fn serve_plain<S: Stack>(stream: TcpStream, stack: S, conn: ConnInfo, limi
     };
     match park::detect(&first[..n]) {
         Protocol::Http1 => {}
-        Protocol::Http2 => return serve_io(stream, stack, conn, limits, bounds, Some(b"h2")).await,
-        Protocol::Unsure => return serve_io(stream, stack, conn, limits, bounds, None).await,
+        Protocol::Http2 => return Box::pin(serve_io(stream, stack, conn, limits, bounds, Some(b"h2"))).await,
+        Protocol::Unsure => return Box::pin(serve_io(stream, stack, conn, limits, bounds, None)).await,
     }
     let mut io = Rewind::new(stream);
     let mut svc = ConnService::new(stack, conn, activity.clone());
@@ -313,7 +324,7 @@ async fn serve_plain<S: Stack>(stream: TcpStream, stack: S, conn: ConnInfo, limi
             // Accepted while draining: one request, then close.
             builder.keep_alive(false);
         }
-        let mut http = builder.serve_connection(TokioIo::new(io), svc);
+        let mut http = Box::new(builder.serve_connection(TokioIo::new(io), svc));
         // A cycle begins with bytes to read, and a request must begin by
         // `head_deadline`: `limits.header_read_timeout` after the accept,
         // or after the bytes of a later request began to arrive.
@@ -324,7 +335,7 @@ async fn serve_plain<S: Stack>(stream: TcpStream, stack: S, conn: ConnInfo, limi
         let mut closing = false;
         loop {
             tokio::select! {
-                result = &mut http => {
+                result = &mut *http => {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -347,7 +358,7 @@ async fn serve_plain<S: Stack>(stream: TcpStream, stack: S, conn: ConnInfo, limi
                     timer.as_mut().reset(Instant::now() + period);
                 }
                 () = bounds.drain.close_due(&activity), if !closing && !bounds.late => {
-                    Pin::new(&mut http).graceful_shutdown();
+                    Pin::new(&mut *http).graceful_shutdown();
                     closing = true;
                 }
             }
@@ -355,8 +366,9 @@ async fn serve_plain<S: Stack>(stream: TcpStream, stack: S, conn: ConnInfo, limi
         // Nothing in flight for a period: end hyper's connection, keeping
         // the socket. Its last response may still be flushing to a slow
         // reader; that is bounded like any idle time.
-        Pin::new(&mut http).graceful_shutdown();
-        let parts = match tokio::time::timeout(limits.idle_timeout, http.without_shutdown()).await {
+        Pin::new(&mut *http).graceful_shutdown();
+        let ending = Box::pin(http.without_shutdown());
+        let parts = match tokio::time::timeout(limits.idle_timeout, ending).await {
             Ok(Ok(parts)) => parts,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -369,13 +381,17 @@ async fn serve_plain<S: Stack>(stream: TcpStream, stack: S, conn: ConnInfo, limi
         };
         svc = parts.service;
         io = parts.io.into_inner();
-        if !parts.read_buf.is_empty() {
+        let unread = parts.read_buf;
+        if !unread.is_empty() {
             // The next request had begun to arrive: serve it now. If its
             // headers do not complete, the next cycle's deadline closes it.
-            io.rewind(parts.read_buf);
+            io.rewind(unread);
             head_deadline = Instant::now() + limits.header_read_timeout;
             continue;
         }
+        // Even empty, it is a view of hyper's read buffer, and would keep
+        // all of it for as long as the connection is parked.
+        drop(unread);
         let _parked = bounds.permit.parked();
         let idle_until = Instant::now() + limits.idle_timeout.saturating_sub(period);
         match parked(io.get_ref(), &mut [0], idle_until, &mut bounds.drain, bounds.late, &activity).await {
