@@ -39,8 +39,19 @@ pub type SidePool = Client<AppConnector, http_body_util::Empty<bytes::Bytes>>;
 /// once, and those are not idle.
 pub const APP_POOL_MAX_IDLE: usize = 512;
 
-/// A pooled keep-alive client to the app at `app`.
+/// A pooled keep-alive client to the app at `app`, keeping at most
+/// [`APP_POOL_MAX_IDLE`] idle connections.
 pub fn upstream_client<B>(app: &Address, connect_timeout: Duration) -> Client<AppConnector, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    pooled_client(app, connect_timeout, APP_POOL_MAX_IDLE)
+}
+
+/// [`upstream_client`] with another bound on idle connections.
+pub fn pooled_client<B>(app: &Address, connect_timeout: Duration, max_idle: usize) -> Client<AppConnector, B>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -49,7 +60,7 @@ where
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(APP_POOL_MAX_IDLE)
+        .pool_max_idle_per_host(max_idle)
         .build(AppConnector::new(app, connect_timeout))
 }
 
