@@ -76,9 +76,8 @@ impl OpenConnections {
             "Idle HTTP/1 client connections held without buffers until their next request (part of the open ones).",
         )
         .expect("valid metric");
-        for metric in [Box::new(gauge.clone()), Box::new(parked.clone())] {
-            registry.register(metric).expect("metric names are unique");
-        }
+        registry.register(Box::new(gauge.clone())).expect("metric names are unique");
+        registry.register(Box::new(parked.clone())).expect("metric names are unique");
         registry.register(Box::new(refused.clone())).expect("metric names are unique");
         Arc::new(Self { open: AtomicUsize::new(0), gauge, parked, refused })
     }
@@ -109,7 +108,6 @@ impl ConnectionPermit {
     /// Counts the connection as parked until the guard is dropped.
     pub fn parked(&self) -> Parked<'_> {
         self.0.parked.inc();
-        crate::memory::released();
         Parked(&self.0.parked)
     }
 }
@@ -126,7 +124,6 @@ impl Drop for Parked<'_> {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        crate::memory::released();
         self.0.open.fetch_sub(1, Ordering::AcqRel);
         self.0.gauge.dec();
     }

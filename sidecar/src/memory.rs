@@ -26,7 +26,8 @@ pub const TRIM_AFTER: usize = 64;
 
 static RELEASED: AtomicUsize = AtomicUsize::new(0);
 
-/// A connection parked or closed: its buffers are free.
+/// A connection parked or closed: its buffers are free. Called by the
+/// connection's task (`server.rs`) at those two points.
 pub fn released() {
     RELEASED.fetch_add(1, Ordering::Relaxed);
 }

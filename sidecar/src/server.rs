@@ -249,9 +249,12 @@ where
 {
     if snap.tls.is_none() {
         let conn = ConnInfo { peer, cert_client: None };
-        return serve_plain(stream, stack, conn, snap.config.limits, bounds).await;
+        serve_plain(stream, stack, conn, snap.config.limits, bounds).await;
+    } else {
+        Box::pin(serve_tls(stream, peer, snap, stack, bounds)).await;
     }
-    Box::pin(serve_tls(stream, peer, snap, stack, bounds)).await;
+    // Whatever the connection held is free now.
+    crate::memory::released();
 }
 
 async fn serve_tls<S: Stack>(stream: TcpStream, peer: SocketAddr, snap: Arc<Snapshot>, stack: S, bounds: ConnBounds) {
@@ -379,6 +382,7 @@ async fn serve_plain<S: Stack>(stream: TcpStream, stack: S, conn: ConnInfo, limi
                 return;
             }
         };
+        crate::memory::released();
         svc = parts.service;
         io = parts.io.into_inner();
         let unread = parts.read_buf;
