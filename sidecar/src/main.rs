@@ -14,6 +14,9 @@ use paymesh_process::{LogFormat, StopSignal, init_logging};
 use paymesh_sidecar::config;
 use tokio::signal::unix::{SignalKind, signal};
 
+#[global_allocator]
+static HEAP: paymesh_sidecar::memory::Allocator = paymesh_sidecar::memory::Allocator {};
+
 #[derive(Debug, Parser)]
 #[command(version, about = "paymesh sidecar: authentication, throttling, route choice, access log, metrics, admin")]
 struct Cli {
@@ -29,6 +32,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    paymesh_sidecar::memory::configure();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     if let Some(path) = cli.check_config {

@@ -162,7 +162,6 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     crate::overload::spawn(&shared, etcd.clone(), rx.clone());
     tokio::spawn(crate::fleet::run(shared.clone(), etcd, rx.clone()));
     tokio::spawn(crate::readiness::probe_loop(shared.clone(), rx.clone()));
-    tokio::spawn(crate::memory::trim_loop(rx.clone()));
     tokio::spawn(crate::reload::watch(shared, rx));
     tracing::info!(
         listen = %running.proxy_addr,
@@ -253,8 +252,6 @@ where
     } else {
         Box::pin(serve_tls(stream, peer, snap, stack, bounds)).await;
     }
-    // Whatever the connection held is free now.
-    crate::memory::released();
 }
 
 async fn serve_tls<S: Stack>(stream: TcpStream, peer: SocketAddr, snap: Arc<Snapshot>, stack: S, bounds: ConnBounds) {
@@ -382,7 +379,6 @@ async fn serve_plain<S: Stack>(stream: TcpStream, stack: S, conn: ConnInfo, limi
                 return;
             }
         };
-        crate::memory::released();
         svc = parts.service;
         io = parts.io.into_inner();
         let unread = parts.read_buf;
