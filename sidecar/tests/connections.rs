@@ -182,23 +182,20 @@ fn raw_get(path: &str) -> String {
 }
 
 /// Reads one whole response (its body sized by `Content-Length`) and
-/// returns its status and body; a request's only response, so nothing may
-/// follow it.
+/// returns its status and body.
 async fn read_response(stream: &mut TcpStream) -> (u16, String) {
-    let mut unread = Vec::new();
-    let response = next_response(stream, &mut unread).await;
-    assert!(unread.is_empty(), "bytes after the response: {:?}", String::from_utf8_lossy(&unread));
-    response
+    read_responses(stream, 1).await.remove(0)
 }
 
-/// Reads the next response of a pipeline: `unread` holds what an earlier
-/// read took beyond its response, and keeps what this one takes beyond
-/// its own (one read can hold two responses).
-async fn next_response(stream: &mut TcpStream, unread: &mut Vec<u8>) -> (u16, String) {
+/// Reads the next `n` responses of a pipeline (one read can hold more than
+/// one); nothing may follow the last.
+async fn read_responses(stream: &mut TcpStream, n: usize) -> Vec<(u16, String)> {
+    let mut unread = Vec::new();
+    let mut responses = Vec::with_capacity(n);
     let mut chunk = [0u8; 4096];
-    loop {
+    while responses.len() < n {
         if let Some(end) = unread.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&unread[..end]).into_owned();
+            let head = String::from_utf8_lossy(&unread[..end]);
             let length = head
                 .lines()
                 .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
@@ -209,13 +206,16 @@ async fn next_response(stream: &mut TcpStream, unread: &mut Vec<u8>) -> (u16, St
                 let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
                 let body = String::from_utf8_lossy(&unread[body_at..body_at + length]).into_owned();
                 unread.drain(..body_at + length);
-                return (status, body);
+                responses.push((status, body));
+                continue;
             }
         }
-        let n = tokio::time::timeout(SLACK, stream.read(&mut chunk)).await.expect("response in time").unwrap();
-        assert!(n > 0, "closed mid-response: {:?}", String::from_utf8_lossy(unread));
-        unread.extend_from_slice(&chunk[..n]);
+        let read = tokio::time::timeout(SLACK, stream.read(&mut chunk)).await.expect("response in time").unwrap();
+        assert!(read > 0, "closed mid-response: {:?}", String::from_utf8_lossy(&unread));
+        unread.extend_from_slice(&chunk[..read]);
     }
+    assert!(unread.is_empty(), "bytes after the last response: {:?}", String::from_utf8_lossy(&unread));
+    responses
 }
 
 async fn scrape(sc: &Sidecar, series: &str) -> Option<f64> {
@@ -270,13 +270,10 @@ async fn a_request_whose_head_spans_a_park_loses_no_byte() {
     assert!(body.contains("/v1/charges/second"), "{body}");
     // Two requests in one segment, the second right behind the first.
     s.write_all(format!("{}{}", raw_get("/v1/charges/p1"), raw_get("/v1/charges/p2")).as_bytes()).await.unwrap();
-    let mut unread = Vec::new();
-    for path in ["p1", "p2"] {
-        let (status, body) = next_response(&mut s, &mut unread).await;
+    for ((status, body), path) in read_responses(&mut s, 2).await.into_iter().zip(["p1", "p2"]) {
         assert_eq!(status, 201, "{body}");
         assert!(body.contains(&format!("/v1/charges/{path}")), "{body}");
     }
-    assert!(unread.is_empty(), "bytes after the last response: {:?}", String::from_utf8_lossy(&unread));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
