@@ -394,7 +394,8 @@ class Bench:
     def scale(self):
         """The sidecar's CPU per request (closed loop, keep-alive GET) with 1
         configured client against --scale-clients, and with few against many
-        concurrent connections; interleaved repetitions like the rest."""
+        concurrent connections, haproxy's with few against many too;
+        interleaved repetitions like the rest."""
         a = self.a
         few, many = a.scale_connections
         if many > self.max_connections:
@@ -405,6 +406,11 @@ class Bench:
             many = self.max_connections
         plan = [("clients", 1, "sidecar", a.connections), ("clients", a.scale_clients, "sidecar_clients", a.connections),
                 ("connections", few, "sidecar", few), ("connections", many, "sidecar", many)]
+        # haproxy through the same connection counts: how much of the
+        # sidecar's growth any proxy pays here (the kernel's and the load
+        # generator's share of many connections on one core).
+        if "haproxy" in self.services:
+            plan += [("connections_haproxy", few, "haproxy", few), ("connections_haproxy", many, "haproxy", many)]
         for t in ("sidecar", "sidecar_clients"):
             self.one("closed_keepalive", t, -1, seconds=self.a.warmup_s, record=False)
         for rep in range(a.reps):
