@@ -176,8 +176,10 @@ fn main() -> anyhow::Result<ExitCode> {
         let app = Arc::new(app);
         let bound = match &args.listen {
             Address::Tcp(addr) => Bound::Tcp(
-                tokio::net::TcpListener::bind(addr)
-                    .await
+                // The sidecar opens as many app connections at once as it
+                // has requests in flight: a shallow queue would leave a
+                // burst of them waiting for SYN-ACK retransmits.
+                paymesh_process::listen_with_backlog(*addr, paymesh_process::DEEP_BACKLOG)
                     .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
             ),
             Address::Unix(path) => Bound::Unix(

@@ -19,7 +19,8 @@ pub use activity::{Activity, RequestGuard, idle_between};
 pub use address::{Address, MAX_SOCKET_PATH, bind_unix};
 pub use logging::{LogFormat, init_logging};
 pub use serve::{
-    Drain, DrainWatch, IDLE_GRACE, accept, accept_backlog, accept_until, listen, plain, serve_http, serve_http_unix,
+    DEEP_BACKLOG, Drain, DrainWatch, IDLE_GRACE, LISTEN_BACKLOG, accept, accept_backlog, accept_until, listen,
+    listen_with_backlog, plain, serve_http, serve_http_unix,
 };
 pub use signal::{StopSignal, stop_signal};
 pub use write::{WriteError, write_atomic};

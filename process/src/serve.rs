@@ -28,14 +28,33 @@ use tokio::time::Instant;
 
 use crate::Activity;
 
-/// Binds `addr` and listens with room for 1024 connections in the kernel's
-/// accept queue (what `accept_backlog` serves after the stop); tokio's own
-/// `bind` asks for 128.
+/// The accept queue [`listen`] asks for; tokio's own `bind` asks for 128.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// The accept queue of a server behind a pool that may open hundreds of
+/// connections at once (the app behind the sidecar, the orchestrator
+/// behind the app): Linux's default `net.core.somaxconn`, which caps it.
+pub const DEEP_BACKLOG: u32 = 4096;
+
+/// Binds `addr` and listens with room for [`LISTEN_BACKLOG`] connections in
+/// the kernel's accept queue (what `accept_backlog` serves after the stop).
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    listen_with_backlog(addr, LISTEN_BACKLOG)
+}
+
+/// [`listen`] with room for `backlog` connections in the accept queue (the
+/// kernel cuts it to `net.core.somaxconn`). A connection the kernel
+/// completes while the queue is full is not refused: its client believes
+/// it open and sends its request, and the server side drops the handshake's
+/// last ACK and retransmits its SYN-ACK, so the request waits a second or
+/// more before anyone reads it. A listener that may see a burst of new
+/// connections (clients reconnecting after a deploy) wants the queue as
+/// deep as the connections it accepts.
+pub fn listen_with_backlog(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }?;
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(1024)
+    socket.listen(backlog)
 }
 
 /// The next connection. An accept error (out of file descriptors and the

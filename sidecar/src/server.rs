@@ -97,6 +97,10 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     )
     .map_err(StartError::AccessLog)?;
     let (listen, admin_addr) = (config.listen, config.admin);
+    // As deep an accept queue as the connections the sidecar takes, so a
+    // burst of clients reconnecting waits in the kernel's queue for its
+    // turn instead of for SYN-ACK retransmits (`listen_with_backlog`).
+    let backlog = config.limits.max_connections.max(paymesh_process::LISTEN_BACKLOG);
     let overload = OverloadControl::new(&metrics.registry, &config.overload);
     let open_connections = OpenConnections::register(&metrics.registry);
     let migration = MigrationTable::new(config.migration.defaults_bp);
@@ -114,8 +118,8 @@ pub async fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Runni
     };
     crate::observe::register_trace_stats(&metrics.registry, trace_stats);
     let snapshot = Snapshot::build(loaded, 1, &metrics, None)?;
-    let proxy_listener = bind("listen", listen)?;
-    let admin_listener = bind("admin", admin_addr)?;
+    let proxy_listener = bind("listen", listen, backlog)?;
+    let admin_listener = bind("admin", admin_addr, paymesh_process::LISTEN_BACKLOG)?;
     let components = Arc::new(Components::default());
     let access_log = Arc::new(access_log);
     let shadow = crate::shadow::Shadow::new(&metrics.registry, components.clone(), access_log.clone());
@@ -176,8 +180,8 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|&s| s).await;
 }
 
-fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    paymesh_process::listen(addr).map_err(|source| StartError::Bind { key, addr, source })
+fn bind(key: &'static str, addr: SocketAddr, backlog: u32) -> Result<TcpListener, StartError> {
+    paymesh_process::listen_with_backlog(addr, backlog).map_err(|source| StartError::Bind { key, addr, source })
 }
 
 /// Out of file descriptors and the like: back off a little instead of

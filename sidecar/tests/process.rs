@@ -1,5 +1,7 @@
 //! The built binary as a process: `--check-config`, refusing a bad start,
-//! SIGHUP reload, and a SIGTERM drain that fails no accepted request.
+//! SIGHUP reload, and a SIGTERM drain that fails no accepted request (each
+//! with several workers and with one, which runs the current-thread
+//! scheduler).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,9 +22,14 @@ use paymesh_system_tests::in_process::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_paymesh-sidecar");
 
-/// The built sidecar with `config_yaml(app, extra)` on free ports, ready.
-async fn start(dir: &Path, app: SocketAddr, extra: &str) -> SidecarProcess {
-    let p = SidecarProcess::start_yaml(dir, &config_yaml(app, extra), &["--log-format", "json"]).await;
+/// The built sidecar with `config_yaml(app, extra)` on free ports and
+/// `workers` worker threads (1 runs tokio's current-thread scheduler),
+/// ready.
+async fn start(dir: &Path, app: SocketAddr, extra: &str, workers: usize) -> SidecarProcess {
+    let yaml = config_yaml(app, extra);
+    assert!(yaml.contains("\nworkers: 2\n"), "config_yaml sets workers");
+    let yaml = yaml.replace("\nworkers: 2\n", &format!("\nworkers: {workers}\n"));
+    let p = SidecarProcess::start_yaml(dir, &yaml, &["--log-format", "json"]).await;
     p.wait_ready(Duration::from_secs(20)).await;
     p
 }
@@ -109,9 +116,18 @@ fn a_non_loopback_app_refuses_to_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_file() {
+    sighup_reloads(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_file_with_one_worker() {
+    sighup_reloads(1).await;
+}
+
+async fn sighup_reloads(workers: usize) {
     let app = upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let p = start(dir.path(), app.addr, "").await;
+    let p = start(dir.path(), app.addr, "", workers).await;
     let yaml = std::fs::read_to_string(&p.config).unwrap();
     let rotated = yaml.replace(&sha256_hex(CHECKOUT_KEY), &sha256_hex("sk_test_hup"));
     // Rewrite in place (same inode, same size) and put the old mtime back,
@@ -147,9 +163,18 @@ struct Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_steady_stream_fails_no_request() {
+    sigterm_fails_no_request(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_steady_stream_fails_no_request_with_one_worker() {
+    sigterm_fails_no_request(1).await;
+}
+
+async fn sigterm_fails_no_request(workers: usize) {
     let app = upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut p = start(dir.path(), app.addr, "limits: { drain_timeout: 15s }\n").await;
+    let mut p = start(dir.path(), app.addr, "limits: { drain_timeout: 15s }\n", workers).await;
     let stop = Arc::new(AtomicBool::new(false));
     let url = format!("{}/v1/charges/ch_1", p.url);
     let auth = format!("Bearer {CHECKOUT_KEY}");

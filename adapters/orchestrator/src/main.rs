@@ -114,8 +114,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // Not fatal: a client's retry takes the execution over as well.
         Err(e) => tracing::error!(error = %e, "could not look for executions to resume"),
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    // Each app's pool may open many connections at once.
+    let listener = paymesh_process::listen_with_backlog(args.listen, paymesh_process::DEEP_BACKLOG)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,

@@ -23,7 +23,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Static HTTP/1.1 upstream for paymesh benchmarks")]
@@ -55,7 +55,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(cli.listen).await.with_context(|| format!("cannot listen on {}", cli.listen))?;
+    // As deep an accept queue as an app's: a proxy's pool opens many
+    // connections at once, and a full queue would stall them for whole
+    // seconds (SYN-ACK retransmits), which the benchmark would charge to
+    // the proxy.
+    let listener = paymesh_process::listen_with_backlog(cli.listen, paymesh_process::DEEP_BACKLOG)
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
     // A JSON-ish body: printable, so access logs and curl stay readable.
     let body = Bytes::from(json_body(cli.body_bytes));
     eprintln!("paymesh-bench-upstream listening on {} ({} byte body)", listener.local_addr()?, body.len());
