@@ -17,26 +17,49 @@ use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use paymesh_process::Address;
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Makes connections to the app; the request's URI only matters for TCP.
+///
+/// With a bound, at most as many are open at once as it has permits: a
+/// connection holds its permit until it closes. The proxy's pool gets
+/// `limits.max_connections`, so that client and app connections together
+/// stay within the descriptor budget that limit is sized from
+/// ((limit − 128) / 2 each). Without it, a pool keeping idle connections
+/// while every client has a request in flight (and connects racing an idle
+/// connection coming back) ran the sidecar out of descriptors at 9,936 busy
+/// connections: 503s, `Too many open files`. A connect that finds no permit
+/// within the connect timeout fails like a connect that timed out (503),
+/// and a connection that comes back idle in the meantime serves the
+/// request instead. The sidecar's own pool (readiness, shadow reads) has no
+/// bound: its requests are few (`shadow.max_inflight` and one probe), and
+/// a busy proxy must not make the readiness probe fail.
 #[derive(Debug, Clone)]
-pub enum AppConnector {
+pub struct AppConnector {
+    dial: Dial,
+    open: Option<Arc<Semaphore>>,
+    timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Dial {
     Tcp(HttpConnector),
-    Unix { path: Arc<Path>, timeout: Duration },
+    Unix(Arc<Path>),
 }
 
 impl AppConnector {
-    pub fn new(app: &Address, connect_timeout: Duration) -> Self {
-        match app {
+    pub fn new(app: &Address, connect_timeout: Duration, open: Option<Arc<Semaphore>>) -> Self {
+        let dial = match app {
             Address::Tcp(_) => {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(connect_timeout));
                 connector.set_nodelay(true);
                 connector.enforce_http(true);
-                AppConnector::Tcp(connector)
+                Dial::Tcp(connector)
             }
-            Address::Unix(path) => AppConnector::Unix { path: path.as_path().into(), timeout: connect_timeout },
-        }
+            Address::Unix(path) => Dial::Unix(path.as_path().into()),
+        };
+        AppConnector { dial, open, timeout: connect_timeout }
     }
 }
 
@@ -47,83 +70,98 @@ impl tower::Service<Uri> for AppConnector {
     type Error = io::Error;
     type Future = Connecting;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            AppConnector::Tcp(c) => c.poll_ready(cx).map_err(io::Error::other),
-            AppConnector::Unix { .. } => Poll::Ready(Ok(())),
-        }
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // HttpConnector is always ready; the permit is awaited in `call`.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: Uri) -> Connecting {
-        match self {
-            AppConnector::Tcp(c) => {
-                let connecting = c.call(uri);
-                Box::pin(async move { connecting.await.map(AppStream::Tcp).map_err(io::Error::other) })
-            }
-            AppConnector::Unix { path, timeout } => {
-                let (path, timeout) = (path.clone(), *timeout);
-                Box::pin(async move {
+        let (dial, open, timeout) = (self.dial.clone(), self.open.clone(), self.timeout);
+        Box::pin(async move {
+            let permit = match open {
+                None => None,
+                Some(open) => match tokio::time::timeout(timeout, open.acquire_owned()).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    Ok(Err(_closed)) => return Err(io::Error::other("the app connection bound is closed")),
+                    Err(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no app connection free within the connect timeout (limits.max_connections are open)",
+                        ));
+                    }
+                },
+            };
+            let io = match dial {
+                Dial::Tcp(mut c) => Io::Tcp(c.call(uri).await.map_err(io::Error::other)?),
+                Dial::Unix(path) => {
                     let stream = tokio::time::timeout(timeout, UnixStream::connect(&*path))
                         .await
                         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-                    Ok(AppStream::Unix(TokioIo::new(stream)))
-                })
-            }
-        }
+                    Io::Unix(TokioIo::new(stream))
+                }
+            };
+            Ok(AppStream { io, _permit: permit })
+        })
     }
 }
 
-/// A connection to the app.
+/// A connection to the app, holding its permit of the connection bound.
 #[derive(Debug)]
-pub enum AppStream {
+pub struct AppStream {
+    io: Io,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+#[derive(Debug)]
+enum Io {
     Tcp(TokioIo<TcpStream>),
     Unix(TokioIo<UnixStream>),
 }
 
 impl Connection for AppStream {
     fn connected(&self) -> Connected {
-        match self {
-            AppStream::Tcp(s) => s.connected(),
-            AppStream::Unix(_) => Connected::new(),
+        match &self.io {
+            Io::Tcp(s) => s.connected(),
+            Io::Unix(_) => Connected::new(),
         }
     }
 }
 
 impl Read for AppStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            AppStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            AppStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
 
 impl Write for AppStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            AppStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            AppStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            AppStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            AppStream::Unix(s) => Pin::new(s).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            AppStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            AppStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            AppStream::Tcp(s) => s.is_write_vectored(),
-            AppStream::Unix(s) => s.is_write_vectored(),
+        match &self.io {
+            Io::Tcp(s) => s.is_write_vectored(),
+            Io::Unix(s) => s.is_write_vectored(),
         }
     }
 
@@ -132,9 +170,9 @@ impl Write for AppStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            AppStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            AppStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 }

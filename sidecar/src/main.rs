@@ -82,22 +82,12 @@ fn report(path: &Path, errors: &config::ConfigErrors) {
 }
 
 fn run(loaded: config::Loaded, path: PathBuf) -> anyhow::Result<()> {
-    // One worker: tokio's current-thread scheduler, whose one run queue is
-    // served in order. The multi-thread scheduler with a single worker
-    // served 9,936 busy connections unevenly (p50 12 ms, but 8,000–10,000
-    // requests over 2 s in 8 s, against 0–1,000 in order; likely because
-    // what overflows its 256-task local queue waits in a global queue it
-    // looks at only every few dozen tasks), for the same CPU per request
-    // (docs/benchmarks.md, "One worker: the current-thread scheduler").
-    let mut builder = if loaded.config.workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut multi = tokio::runtime::Builder::new_multi_thread();
-        multi.worker_threads(loaded.config.workers);
-        multi
-    };
-    let runtime =
-        builder.thread_name("paymesh-worker").enable_all().build().context("cannot start the tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(loaded.config.workers)
+        .thread_name("paymesh-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
         let mut stop = StopSignal::install().context("SIGTERM and SIGINT handlers")?;
         let running = paymesh_sidecar::start(loaded, Some(path)).await?;

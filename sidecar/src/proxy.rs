@@ -9,6 +9,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use http::{HeaderValue, Response, Uri, Version};
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use pin_project_lite::pin_project;
+use tokio::sync::Semaphore;
 use tower::Service;
 
 use crate::app_conn::AppConnector;
@@ -40,18 +42,28 @@ pub type SidePool = Client<AppConnector, http_body_util::Empty<bytes::Bytes>>;
 pub const APP_POOL_MAX_IDLE: usize = 512;
 
 /// A pooled keep-alive client to the app at `app`, keeping at most
-/// [`APP_POOL_MAX_IDLE`] idle connections.
-pub fn upstream_client<B>(app: &Address, connect_timeout: Duration) -> Client<AppConnector, B>
+/// [`APP_POOL_MAX_IDLE`] idle connections and, with `open`, opening one
+/// only with a permit of it ([`AppConnector`]).
+pub fn upstream_client<B>(
+    app: &Address,
+    connect_timeout: Duration,
+    open: Option<Arc<Semaphore>>,
+) -> Client<AppConnector, B>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    pooled_client(app, connect_timeout, APP_POOL_MAX_IDLE)
+    pooled_client(app, connect_timeout, APP_POOL_MAX_IDLE, open)
 }
 
 /// [`upstream_client`] with another bound on idle connections.
-pub fn pooled_client<B>(app: &Address, connect_timeout: Duration, max_idle: usize) -> Client<AppConnector, B>
+pub fn pooled_client<B>(
+    app: &Address,
+    connect_timeout: Duration,
+    max_idle: usize,
+    open: Option<Arc<Semaphore>>,
+) -> Client<AppConnector, B>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -61,7 +73,7 @@ where
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(max_idle)
-        .build(AppConnector::new(app, connect_timeout))
+        .build(AppConnector::new(app, connect_timeout, open))
 }
 
 /// The app on loopback, through the snapshot's connection pool.

@@ -163,17 +163,24 @@ impl Snapshot {
         };
         let app_authority = Authority::try_from(authority).map_err(|e| ConfigErrors::one("app", e.to_string()))?;
         // Reuse the pools (and their warm keep-alive connections) unless
-        // the app or the connect timeout changed.
+        // the app, the connect timeout or the connection bound changed.
+        // The proxy's app connections, like client ones, are at most
+        // `limits.max_connections` (see `AppConnector`).
         let (upstream, side) = match previous {
             Some(p)
-                if p.config.limits.connect_timeout == config.limits.connect_timeout && p.config.app == config.app =>
+                if p.config.limits.connect_timeout == config.limits.connect_timeout
+                    && p.config.limits.max_connections == config.limits.max_connections
+                    && p.config.app == config.app =>
             {
                 (p.upstream.clone(), p.side.clone())
             }
-            _ => (
-                upstream_client(&config.app, config.limits.connect_timeout),
-                upstream_client(&config.app, config.limits.connect_timeout),
-            ),
+            _ => {
+                let open = Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections as usize));
+                (
+                    upstream_client(&config.app, config.limits.connect_timeout, Some(open)),
+                    upstream_client(&config.app, config.limits.connect_timeout, None),
+                )
+            }
         };
         Ok(Self {
             config,

@@ -1,7 +1,7 @@
 //! The built binary as a process: `--check-config`, refusing a bad start,
 //! SIGHUP reload, and a SIGTERM drain that fails no accepted request (each
-//! with several workers and with one, which runs the current-thread
-//! scheduler).
+//! with several workers and with one, the default in a pod whose sidecar
+//! may use one CPU).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,8 +23,7 @@ use paymesh_system_tests::in_process::*;
 const BIN: &str = env!("CARGO_BIN_EXE_paymesh-sidecar");
 
 /// The built sidecar with `config_yaml(app, extra)` on free ports and
-/// `workers` worker threads (1 runs tokio's current-thread scheduler),
-/// ready.
+/// `workers` worker threads, ready.
 async fn start(dir: &Path, app: SocketAddr, extra: &str, workers: usize) -> SidecarProcess {
     let yaml = config_yaml(app, extra);
     assert!(yaml.contains("\nworkers: 2\n"), "config_yaml sets workers");

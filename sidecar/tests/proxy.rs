@@ -1,9 +1,15 @@
 //! Component tests of the request path: a sidecar in-process on 127.0.0.1:0
 //! in front of an echoing upstream, driven over real sockets.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use paymesh_system_tests::in_process::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -254,14 +260,6 @@ async fn cleartext_http2_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_burst_the_app_pool_keeps_only_its_bound_of_idle_connections() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Empty, Full};
-    use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
-
     // An app that counts its open connections and answers slowly, so
     // that a burst needs one connection per request.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -283,7 +281,7 @@ async fn after_a_burst_the_app_pool_keeps_only_its_bound_of_idle_connections() {
         }
     });
     let app = addr.to_string().parse().unwrap();
-    let pool = paymesh_sidecar::proxy::pooled_client::<Empty<Bytes>>(&app, Duration::from_secs(2), 3);
+    let pool = paymesh_sidecar::proxy::pooled_client::<Empty<Bytes>>(&app, Duration::from_secs(2), 3, None);
     let burst: Vec<_> = (0..12)
         .map(|_| {
             let pool = pool.clone();
@@ -301,4 +299,78 @@ async fn after_a_burst_the_app_pool_keeps_only_its_bound_of_idle_connections() {
         open.load(Ordering::SeqCst) == 3
     })
     .await;
+}
+
+/// An app that counts its open connections (now and at the peak) and
+/// answers each request after `delay`.
+async fn counting_app(delay: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (open, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counted, peaked) = (open.clone(), peak.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let open = counted.clone();
+            peaked.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, open, peak)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_pools_open_no_more_connections_than_their_shared_bound() {
+    let (addr, _, peak) = counting_app(Duration::from_millis(100)).await;
+    let app = addr.to_string().parse().unwrap();
+    // Two pools sharing a bound of 3.
+    let bound = Arc::new(tokio::sync::Semaphore::new(3));
+    let pools = [
+        paymesh_sidecar::proxy::pooled_client::<Empty<Bytes>>(&app, Duration::from_secs(5), 512, Some(bound.clone())),
+        paymesh_sidecar::proxy::pooled_client::<Empty<Bytes>>(&app, Duration::from_secs(5), 512, Some(bound)),
+    ];
+    let burst: Vec<_> = (0..12)
+        .map(|i| {
+            let pool = pools[i % 2].clone();
+            tokio::spawn(async move {
+                let res = pool.get(format!("http://{addr}/").parse().unwrap()).await.map_err(|e| format!("{e:?}"))?;
+                res.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| format!("{e:?}"))
+            })
+        })
+        .collect();
+    for request in burst {
+        // Every request is served, in turn, on the connections there are.
+        assert_eq!(&request.await.unwrap().expect("request")[..], b"ok");
+    }
+    let peak = peak.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&peak), "{peak} app connections open at once, bound 3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_finds_the_bound_full_fails_as_a_connect_error() {
+    let (addr, _, peak) = counting_app(Duration::from_secs(3)).await;
+    let app = addr.to_string().parse().unwrap();
+    let bound = Arc::new(tokio::sync::Semaphore::new(1));
+    let pool =
+        paymesh_sidecar::proxy::pooled_client::<Empty<Bytes>>(&app, Duration::from_millis(300), 512, Some(bound));
+    let url: http::Uri = format!("http://{addr}/").parse().unwrap();
+    let first = tokio::spawn({
+        let (pool, url) = (pool.clone(), url.clone());
+        async move { pool.get(url).await.map(|r| r.status()) }
+    });
+    eventually(Duration::from_secs(2), "the first request holds the one connection", || async {
+        peak.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let err = pool.get(url).await.expect_err("no connection could be opened");
+    // A connect error is what the proxy answers 503 to.
+    assert!(err.is_connect(), "{err:?}");
+    assert_eq!(first.await.unwrap().expect("first request"), http::StatusCode::OK);
+    assert_eq!(peak.load(Ordering::SeqCst), 1);
 }

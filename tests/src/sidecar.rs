@@ -125,13 +125,10 @@ fn with_token(dir: &Path, listen_port: u16, admin_port: u16, app: &str, extra: &
     )
 }
 
-/// A sidecar config: the demo client with a rate that never binds, and
-/// one worker, as in a pod whose sidecar may use one CPU (the chart's
-/// limit), where `workers` defaults to 1 and the sidecar runs tokio's
-/// current-thread scheduler.
+/// A sidecar config: the demo client with a rate that never binds.
 pub fn config_yaml(listen_port: u16, admin_port: u16, app: &str, extra: &str) -> String {
     format!(
-        "listen: \"127.0.0.1:{listen_port}\"\napp: \"{app}\"\nadmin: \"127.0.0.1:{admin_port}\"\nworkers: 1\n\
+        "listen: \"127.0.0.1:{listen_port}\"\napp: \"{app}\"\nadmin: \"127.0.0.1:{admin_port}\"\n\
          clients:\n  - id: {CLIENT}\n    api_key_sha256: \"{KEY_SHA256}\"\n    rate: {{ per_second: 100000, burst: 100000 }}\n{extra}"
     )
 }
