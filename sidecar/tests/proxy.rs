@@ -260,26 +260,9 @@ async fn cleartext_http2_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_burst_the_app_pool_keeps_only_its_bound_of_idle_connections() {
-    // An app that counts its open connections and answers slowly, so
-    // that a burst needs one connection per request.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (open, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (counted, peaked) = (open.clone(), peak.clone());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let open = counted.clone();
-            peaked.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let svc = service_fn(|_req| async {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                open.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
+    // An app that answers slowly, so that a burst needs one connection
+    // per request.
+    let (addr, open, peak) = counting_app(Duration::from_millis(200)).await;
     let app = addr.to_string().parse().unwrap();
     let pool = paymesh_sidecar::proxy::pooled_client::<Empty<Bytes>>(&app, Duration::from_secs(2), 3, None);
     let burst: Vec<_> = (0..12)
