@@ -78,19 +78,7 @@ impl tower::Service<Uri> for AppConnector {
     fn call(&mut self, uri: Uri) -> Connecting {
         let (dial, open, timeout) = (self.dial.clone(), self.open.clone(), self.timeout);
         Box::pin(async move {
-            let permit = match open {
-                None => None,
-                Some(open) => match tokio::time::timeout(timeout, open.acquire_owned()).await {
-                    Ok(Ok(permit)) => Some(permit),
-                    Ok(Err(_closed)) => return Err(io::Error::other("the app connection bound is closed")),
-                    Err(_) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "no app connection free within the connect timeout (limits.max_connections are open)",
-                        ));
-                    }
-                },
-            };
+            let permit = permit(open, timeout).await?;
             let io = match dial {
                 Dial::Tcp(mut c) => Io::Tcp(c.call(uri).await.map_err(io::Error::other)?),
                 Dial::Unix(path) => {
@@ -102,6 +90,20 @@ impl tower::Service<Uri> for AppConnector {
             };
             Ok(AppStream { io, _permit: permit })
         })
+    }
+}
+
+/// A permit of the bound (none without one), or a timed-out error once
+/// `timeout` has passed without one.
+async fn permit(open: Option<Arc<Semaphore>>, timeout: Duration) -> io::Result<Option<OwnedSemaphorePermit>> {
+    let Some(open) = open else { return Ok(None) };
+    match tokio::time::timeout(timeout, open.acquire_owned()).await {
+        // The semaphore is never closed, so acquiring fails only in name.
+        Ok(permit) => permit.map(Some).map_err(io::Error::other),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no app connection free within the connect timeout (limits.max_connections are open)",
+        )),
     }
 }
 
